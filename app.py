@@ -1,0 +1,110 @@
+"""Forewarn's Lambda entry points. Wiring only: each handler parses its event and calls
+one function in chalicelib."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice.app import AuthRequest, AuthResponse, Chalice, CloudWatchEvent, Response, SQSEvent
+
+from chalicelib import broadcasts, customer_import, deliveries, http, incidents
+from chalicelib.auth import OPS, SOCIAL, Principal
+from chalicelib.config import Names, stage
+from chalicelib.queues import QueueMessage
+from chalicelib.runtime import services
+
+app = Chalice(app_name="forewarn")
+names = Names(stage())
+
+
+@app.authorizer()
+def bearer(auth_request: AuthRequest) -> AuthResponse:
+    return api.authorize(auth_request.token)
+
+
+api = http.Api(app, authorizer=bearer)
+
+
+@app.route("/api/health")
+def health() -> Response:
+    return http.json_response({"status": "ok", "stage": names.stage})
+
+
+@api.route("/api/whoami", roles=(OPS, SOCIAL))
+def whoami(principal: Principal) -> dict[str, str]:
+    return {"subject": principal.subject, "role": principal.role}
+
+
+@api.route("/api/customers", methods=("POST",), roles=(OPS,))
+def import_customers(principal: Principal) -> dict[str, Any]:
+    return customer_import.import_customers(services().store, api.body())
+
+
+@api.route("/api/customers/{customer_id}", roles=(OPS,))
+def get_customer(principal: Principal, customer_id: str) -> dict[str, Any]:
+    return customer_import.get_customer(services().store, customer_id)
+
+
+@api.route("/api/incidents", methods=("POST",), roles=(OPS,), status=201)
+def create_incident(principal: Principal) -> dict[str, Any]:
+    incident = incidents.create_incident(services().store, api.body())
+    return incidents.incident_to_dict(incident)
+
+
+@api.route("/api/incidents/{incident_id}", roles=(OPS, SOCIAL))
+def get_incident(principal: Principal, incident_id: str) -> dict[str, Any]:
+    return incidents.incident_to_dict(incidents.get_incident(services().store, incident_id))
+
+
+@api.route("/api/incidents/{incident_id}", methods=("PATCH",), roles=(OPS,))
+def update_incident(principal: Principal, incident_id: str) -> dict[str, Any]:
+    incident = incidents.update_incident(services().store, incident_id, api.body())
+    return incidents.incident_to_dict(incident)
+
+
+@api.route("/api/incidents/{incident_id}/broadcasts", roles=(OPS,))
+def incident_broadcasts(principal: Principal, incident_id: str) -> dict[str, Any]:
+    return broadcasts.list_for_incident(services().store, incident_id)
+
+
+@api.route("/api/broadcasts", methods=("POST",), roles=(OPS,), status=201)
+def create_broadcast(principal: Principal) -> dict[str, Any]:
+    return broadcasts.create_broadcast(services(), api.body(), actor=principal.subject).to_dict()
+
+
+@api.route("/api/broadcasts/{broadcast_id}", roles=(OPS,))
+def get_broadcast(principal: Principal, broadcast_id: str) -> dict[str, Any]:
+    return broadcasts.get_broadcast(services().store, broadcast_id).to_dict()
+
+
+@api.route("/api/broadcasts/{broadcast_id}/preview", roles=(OPS,))
+def preview_broadcast(principal: Principal, broadcast_id: str) -> dict[str, Any]:
+    return broadcasts.preview(services(), broadcast_id, customer_id=api.query("customer_id"))
+
+
+@api.route("/api/broadcasts/{broadcast_id}/approve", methods=("POST",), roles=(OPS,))
+def approve_broadcast(principal: Principal, broadcast_id: str) -> dict[str, Any]:
+    return broadcasts.approve(services(), broadcast_id, actor=principal.subject).to_dict()
+
+
+@api.route("/api/broadcasts/{broadcast_id}/send", methods=("POST",), roles=(OPS,))
+def send_broadcast(principal: Principal, broadcast_id: str) -> dict[str, Any]:
+    return broadcasts.send(services(), broadcast_id).to_dict()
+
+
+@app.on_sqs_message(queue=names.planner_queue, batch_size=1)
+def plan_broadcast(event: SQSEvent) -> None:
+    for record in event:
+        broadcasts.plan_message(services(), record.body)
+
+
+@app.on_sqs_message(queue=names.delivery_queue, batch_size=10)
+def deliver_notices(event: SQSEvent) -> dict[str, Any]:
+    messages = [QueueMessage.from_record(record.to_dict()) for record in event]
+    failed = deliveries.handle_batch(services(), messages)
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
+
+
+@app.schedule("rate(1 minute)")
+def sweep_broadcasts(event: CloudWatchEvent) -> None:
+    broadcasts.sweep(services())

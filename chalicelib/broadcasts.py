@@ -1,0 +1,360 @@
+"""Broadcasts: draft → approved → sending → sent, and the planner that fans them out.
+
+Sending never happens inside an API request. `send` hands the broadcast to the planner
+queue; each planner step resolves one page of the audience, freezes it (initial phase),
+enqueues one delivery job per recipient and moves the broadcast's plan cursor, so a
+planner that dies mid-way resumes where it stopped and counts nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from chalicelib import audiences, notices, queues
+from chalicelib.config import Settings
+from chalicelib.domain import (
+    DELIVERABLE_CHANNELS,
+    AudienceSelector,
+    Broadcast,
+    BroadcastStatus,
+    Channel,
+    ChannelCounts,
+    Customer,
+    Incident,
+    Phase,
+    Subscription,
+    iso,
+    parse_enum,
+    utcnow,
+)
+from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.incidents import get_incident
+from chalicelib.store import Store
+
+log = logging.getLogger(__name__)
+
+_FIELDS = {"incident_id", "phase", "channels", "audience", "template", "variables"}
+VARIABLES = ("workaround", "status_link")
+MAX_VARIABLE_LENGTH = 500
+SOCIAL_LIMIT = 280
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the broadcast flow needs from the outside world."""
+
+    store: Store
+    settings: Settings
+
+
+def _channels(value: object) -> tuple[Channel, ...]:
+    if value is None:
+        return (Channel.SMS, Channel.EMAIL)
+    if not isinstance(value, list) or not value:
+        raise BadRequest('channels must be a non-empty list, e.g. ["sms", "email"]')
+    channels = tuple(dict.fromkeys(parse_enum(Channel, v, "channels[]") for v in value))
+    if not set(channels) & set(DELIVERABLE_CHANNELS):
+        raise BadRequest("channels must include sms or email")
+    return channels
+
+
+def _variables(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise BadRequest("variables must be an object")
+    unknown = sorted(set(value) - set(VARIABLES))
+    if unknown:
+        raise BadRequest(
+            f"unknown variables: {', '.join(map(str, unknown))} (allowed: {', '.join(VARIABLES)})"
+        )
+    result: dict[str, str] = {}
+    for key, text in value.items():
+        if not isinstance(text, str) or len(text) > MAX_VARIABLE_LENGTH:
+            raise BadRequest(f"variables.{key} must be a string of at most 500 characters")
+        result[str(key)] = text.strip()
+    link = result.get("status_link", "")
+    if link and not link.startswith(("https://", "http://")):
+        raise BadRequest("variables.status_link must be an http(s) URL")
+    return result
+
+
+def create_broadcast(
+    services: Services, payload: object, *, actor: str, now: datetime | None = None
+) -> Broadcast:
+    if not isinstance(payload, Mapping):
+        raise BadRequest("request body must be a JSON object")
+    unknown = sorted(set(payload) - _FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown fields: {', '.join(unknown)}")
+    incident_id = payload.get("incident_id")
+    if not isinstance(incident_id, str):
+        raise BadRequest("incident_id is required")
+    incident = get_incident(services.store, incident_id)
+    phase = parse_enum(Phase, payload.get("phase", "initial"), "phase")
+    siblings = services.store.broadcasts_for_incident(incident_id)
+    audience: AudienceSelector | None = None
+    if phase is Phase.INITIAL:
+        if any(b.phase is Phase.INITIAL for b in siblings):
+            raise Conflict("this incident already has an initial broadcast; send an update")
+        audience = AudienceSelector.from_dict(
+            payload.get("audience")
+            or {"services": list(incident.services), "regions": list(incident.regions)}
+        )
+    else:
+        if payload.get("audience") is not None:
+            raise BadRequest(
+                "updates and the all-clear go to the initial broadcast's frozen audience; "
+                "omit 'audience'"
+            )
+        if not any(b.phase is Phase.INITIAL for b in siblings):
+            raise Conflict("send the initial broadcast of this incident first")
+    template = payload.get("template") or notices.kind_for_phase(phase)
+    if not isinstance(template, str) or template not in notices.available_kinds():
+        raise BadRequest(f"template must be one of: {', '.join(notices.available_kinds())}")
+    channels = _channels(payload.get("channels"))
+    broadcast = Broadcast(
+        broadcast_id=f"bc_{uuid.uuid4().hex[:16]}",
+        incident_id=incident.incident_id,
+        phase=phase,
+        template=template,
+        channels=channels,
+        audience=audience,
+        variables=_variables(payload.get("variables")),
+        status=BroadcastStatus.DRAFT,
+        created_by=actor,
+        created_at=iso(now or utcnow()),
+        counts={c: ChannelCounts() for c in channels},
+    )
+    services.store.create_broadcast(broadcast)
+    return broadcast
+
+
+def get_broadcast(store: Store, broadcast_id: str) -> Broadcast:
+    broadcast = store.get_broadcast(broadcast_id, consistent=True)
+    if broadcast is None:
+        raise NotFound(f"no broadcast {broadcast_id}")
+    return broadcast
+
+
+def list_for_incident(store: Store, incident_id: str) -> dict[str, Any]:
+    get_incident(store, incident_id)
+    found = sorted(store.broadcasts_for_incident(incident_id), key=lambda b: b.created_at)
+    return {"broadcasts": [b.to_dict() for b in found]}
+
+
+def _selector(broadcast: Broadcast) -> AudienceSelector | None:
+    """The initial phase resolves its selector; later phases read the frozen snapshot."""
+    return broadcast.audience if broadcast.phase is Phase.INITIAL else None
+
+
+def count_audience(store: Store, broadcast: Broadcast, page_size: int) -> audiences.AudienceCount:
+    count = audiences.AudienceCount()
+    for page in audiences.iterate_pages(
+        store, selector=_selector(broadcast), incident_id=broadcast.incident_id, size=page_size
+    ):
+        count.add(page.customers, broadcast.channels)
+    return count
+
+
+def _placeholder_customer(incident: Incident) -> Customer:
+    return Customer(
+        customer_id="sample",
+        name="Alex Sample",
+        phone=None,
+        email=None,
+        x_handle=None,
+        channels=(Channel.SMS,),
+        locale="en",
+        time_zone="UTC",
+        services=(
+            Subscription(
+                incident.services[0], incident.regions[0] if incident.regions else "all", "00000"
+            ),
+        ),
+    )
+
+
+def render_for(
+    settings: Settings,
+    broadcast: Broadcast,
+    incident: Incident,
+    customer: Customer,
+    channel: Channel,
+) -> notices.RenderedNotice:
+    context = notices.notice_context(customer, incident, broadcast.variables, brand=settings.brand)
+    return notices.render_notice(broadcast.template, channel, customer.locale, context)
+
+
+def preview(
+    services: Services, broadcast_id: str, *, customer_id: str | None = None
+) -> dict[str, Any]:
+    """Every channel rendered for one sample customer, and who would receive what."""
+    store = services.store
+    broadcast = get_broadcast(store, broadcast_id)
+    incident = get_incident(store, broadcast.incident_id)
+    count = count_audience(store, broadcast, services.settings.plan_page_size)
+    if customer_id is not None:
+        sample = store.get_customer(customer_id)
+        if sample is None:
+            raise NotFound(f"no customer {customer_id}")
+    else:
+        sample = count.sample or _placeholder_customer(incident)
+    rendered: dict[str, Any] = {}
+    for channel in (*broadcast.channels, Channel.SOCIAL):
+        notice = render_for(services.settings, broadcast, incident, sample, channel)
+        entry = notice.to_dict()
+        if channel is Channel.SMS:
+            entry["segments"] = notices.sms_segments(notice.text).to_dict()
+        if channel is Channel.SOCIAL:
+            entry["length"] = len(notice.text)
+            entry["fits"] = len(notice.text) <= SOCIAL_LIMIT
+        rendered[channel.value] = entry
+    return {
+        "broadcast": broadcast.to_dict(),
+        "sample_customer_id": sample.customer_id,
+        "locale": sample.locale,
+        "recipients": count.to_dict(broadcast.channels),
+        "rendered": rendered,
+    }
+
+
+def approve(
+    services: Services, broadcast_id: str, *, actor: str, now: datetime | None = None
+) -> Broadcast:
+    store = services.store
+    broadcast = get_broadcast(store, broadcast_id)
+    if broadcast.status is not BroadcastStatus.DRAFT:
+        raise Conflict(f"broadcast is {broadcast.status.value}; only a draft can be approved")
+    # A template that cannot render must fail here, not for every recipient later.
+    incident = get_incident(store, broadcast.incident_id)
+    sample = _placeholder_customer(incident)
+    for channel in broadcast.channels:
+        render_for(services.settings, broadcast, incident, sample, channel)
+    if not store.transition(
+        broadcast_id,
+        BroadcastStatus.DRAFT,
+        BroadcastStatus.APPROVED,
+        approved_by=actor,
+        approved_at=iso(now or utcnow()),
+    ):
+        raise Conflict("broadcast changed while approving; reload it")
+    return get_broadcast(store, broadcast_id)
+
+
+def send(services: Services, broadcast_id: str) -> Broadcast:
+    store = services.store
+    broadcast = get_broadcast(store, broadcast_id)
+    if broadcast.status is not BroadcastStatus.APPROVED:
+        raise Conflict(f"broadcast is {broadcast.status.value}; approve it before sending")
+    if broadcast.phase is not Phase.INITIAL:
+        incident = get_incident(store, broadcast.incident_id)
+        if not incident.audience_frozen:
+            raise Conflict("the initial broadcast has not finished resolving its audience yet")
+    if not store.transition(
+        broadcast_id,
+        BroadcastStatus.APPROVED,
+        BroadcastStatus.SENDING,
+        plan_touched=int(time.time()),
+    ):
+        raise Conflict("broadcast changed while sending; reload it")
+    queues.send_json(services.settings.names.planner_queue, [{"broadcast_id": broadcast_id}])
+    return get_broadcast(store, broadcast_id)
+
+
+def plan_message(services: Services, body: str) -> None:
+    try:
+        broadcast_id = json.loads(body)["broadcast_id"]
+    except (ValueError, KeyError, TypeError):
+        # Never plannable; leave it for the dead-letter queue rather than crash-loop silently.
+        raise ValueError("malformed planner message") from None
+    plan_step(services, str(broadcast_id))
+
+
+def plan_step(services: Services, broadcast_id: str) -> None:
+    """Plan the page at the broadcast's cursor, then hand the rest to the next step."""
+    store, settings = services.store, services.settings
+    broadcast = store.get_broadcast(broadcast_id, consistent=True)
+    if broadcast is None or broadcast.status is not BroadcastStatus.SENDING:
+        return
+    if broadcast.planning_done:
+        finish_if_complete(store, broadcast_id)
+        return
+    cursor = broadcast.plan_cursor
+    size = settings.plan_page_size
+    selector = _selector(broadcast)
+    page = (
+        audiences.selector_page(store, selector, cursor, size=size)
+        if selector is not None
+        else audiences.snapshot_page(store, broadcast.incident_id, cursor, size=size)
+    )
+    if selector is not None:
+        store.put_audience(broadcast.incident_id, page.customers)
+    planned: Counter[Channel] = Counter()
+    jobs: list[dict[str, Any]] = []
+    for customer in page.customers:
+        channel = customer.primary_channel(broadcast.channels)
+        if channel is not None:
+            planned[channel] += 1
+            jobs.append(delivery_job(broadcast_id, customer, channel))
+    queues.send_json(settings.names.delivery_queue, jobs)
+    committed = store.commit_plan_page(
+        broadcast_id,
+        expected_cursor=cursor,
+        next_cursor=page.next_cursor,
+        planned=planned,
+        unreachable=len(page.customers) - sum(planned.values()),
+        done=page.done,
+    )
+    if not committed:
+        # Another step planned this page first; it carries the plan on.
+        return
+    log.info("planned %d recipients of %s", len(jobs), broadcast_id)
+    if not page.done:
+        queues.send_json(settings.names.planner_queue, [{"broadcast_id": broadcast_id}])
+        return
+    if selector is not None:
+        store.freeze_audience(broadcast.incident_id)
+    finish_if_complete(store, broadcast_id)
+
+
+def delivery_job(broadcast_id: str, customer: Customer, channel: Channel) -> dict[str, Any]:
+    return {"broadcast_id": broadcast_id, "channel": channel.value, "customer": customer.to_dict()}
+
+
+def finish_if_complete(store: Store, broadcast_id: str, now: datetime | None = None) -> bool:
+    broadcast = store.get_broadcast(broadcast_id, consistent=True)
+    if broadcast is None or broadcast.status is not BroadcastStatus.SENDING:
+        return False
+    if not broadcast.is_complete():
+        return False
+    return store.transition(
+        broadcast_id, BroadcastStatus.SENDING, BroadcastStatus.SENT, sent_at=iso(now or utcnow())
+    )
+
+
+STALLED_PLAN_SECONDS = 120
+
+
+def sweep(services: Services) -> dict[str, int]:
+    """Safety net on a schedule: finish complete broadcasts, restart stalled planning."""
+    finished = resumed = 0
+    now = int(time.time())
+    for broadcast in services.store.broadcasts_in_status(BroadcastStatus.SENDING):
+        if broadcast.planning_done:
+            finished += finish_if_complete(services.store, broadcast.broadcast_id)
+        elif now - broadcast.plan_touched > STALLED_PLAN_SECONDS:
+            # A duplicate planner message is harmless: only one step can move the cursor.
+            queues.send_json(
+                services.settings.names.planner_queue, [{"broadcast_id": broadcast.broadcast_id}]
+            )
+            resumed += 1
+    return {"finished": finished, "resumed": resumed}

@@ -1,0 +1,178 @@
+"""The delivery worker: one job is one (broadcast, customer, channel), sent at most once.
+
+The ledger row is claimed with a conditional write before the provider is called and
+settled after, together with the broadcast's counter. A redelivered job finds the row
+settled and sends nothing. A job whose previous worker stopped between the send call and
+the settle finds an expired claim: the send most likely happened, so it is recorded as
+sent (in doubt) rather than repeated — a duplicate is the worse failure for a notice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from chalicelib import channels, queues
+from chalicelib.broadcasts import Services, finish_if_complete, render_for
+from chalicelib.domain import Broadcast, Channel, Customer, Incident
+from chalicelib.errors import ForewarnError
+from chalicelib.store import ClaimState
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 900
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    FAILED = "failed"
+    DUPLICATE = "duplicate"
+    RETRY = "retry"
+    DROPPED = "dropped"
+
+
+@dataclass(frozen=True)
+class DeliveryJob:
+    broadcast_id: str
+    customer: Customer
+    channel: Channel
+
+    @classmethod
+    def from_json(cls, body: str) -> DeliveryJob:
+        data = json.loads(body)
+        return cls(
+            broadcast_id=str(data["broadcast_id"]),
+            customer=Customer.from_dict(data["customer"]),
+            channel=Channel(data["channel"]),
+        )
+
+
+@dataclass
+class BatchContext:
+    """Broadcasts and incidents read once per batch, not once per recipient."""
+
+    services: Services
+    broadcasts: dict[str, Broadcast | None] = field(default_factory=dict)
+    incidents: dict[str, Incident | None] = field(default_factory=dict)
+
+    def lookup(self, broadcast_id: str) -> tuple[Broadcast, Incident] | None:
+        store = self.services.store
+        if broadcast_id not in self.broadcasts:
+            self.broadcasts[broadcast_id] = store.get_broadcast(broadcast_id)
+        broadcast = self.broadcasts[broadcast_id]
+        if broadcast is None:
+            return None
+        if broadcast.incident_id not in self.incidents:
+            self.incidents[broadcast.incident_id] = store.get_incident(broadcast.incident_id)
+        incident = self.incidents[broadcast.incident_id]
+        return (broadcast, incident) if incident else None
+
+
+def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
+    store, settings = context.services.store, context.services.settings
+    found = context.lookup(job.broadcast_id)
+    if found is None:
+        log.warning("dropping a job for unknown broadcast %s", job.broadcast_id)
+        return Outcome.DROPPED
+    broadcast, incident = found
+    customer_id, channel = job.customer.customer_id, job.channel
+    # Render before claiming, so the window between claim and send holds no slow work.
+    notice: channels.RenderedNotice | None = None
+    render_error = ""
+    try:
+        notice = render_for(settings, broadcast, incident, job.customer, channel)
+    except ForewarnError as exc:
+        render_error = exc.message
+    claim = store.claim_delivery(
+        job.broadcast_id, customer_id, channel, lease_seconds=settings.delivery_lease_seconds
+    )
+    if claim.state is ClaimState.SETTLED:
+        return Outcome.DUPLICATE
+    if claim.state is ClaimState.IN_FLIGHT:
+        return Outcome.RETRY
+    if claim.state is ClaimState.IN_DOUBT:
+        store.record_outcome(
+            job.broadcast_id,
+            customer_id,
+            channel,
+            attempt_id=claim.attempt_id,
+            status="sent",
+            counter="sent",
+            reason="in doubt: the previous worker stopped after calling the provider",
+        )
+        return Outcome.DUPLICATE
+    contact = job.customer.contact(channel)
+    try:
+        if notice is None or not contact:
+            raise channels.PermanentSendError(render_error or f"no {channel.value} contact")
+        provider_id = channels.send(
+            channel, contact, notice, sender=settings.sender_email, brand=settings.brand
+        )
+    except channels.TransientSendError as exc:
+        store.release_delivery(
+            job.broadcast_id, customer_id, channel, attempt_id=claim.attempt_id, reason=exc.reason
+        )
+        return Outcome.RETRY
+    except channels.PermanentSendError as exc:
+        store.record_outcome(
+            job.broadcast_id,
+            customer_id,
+            channel,
+            attempt_id=claim.attempt_id,
+            status="failed",
+            counter="failed",
+            reason=exc.reason,
+        )
+        return Outcome.FAILED
+    store.record_outcome(
+        job.broadcast_id,
+        customer_id,
+        channel,
+        attempt_id=claim.attempt_id,
+        status="sent",
+        counter="sent",
+        provider_id=provider_id,
+    )
+    return Outcome.SENT
+
+
+def backoff_seconds(receive_count: int, base: float = 2.0) -> int:
+    """Exponential backoff with jitter, so throttled retries spread out."""
+    ceiling = min(MAX_BACKOFF_SECONDS, base * 2 ** max(0, receive_count - 1))
+    return max(1, int(random.uniform(ceiling / 2, ceiling)))
+
+
+def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) -> list[str]:
+    """Deliver a batch; returns the ids of the messages SQS must deliver again."""
+    context = BatchContext(services)
+    failed: list[str] = []
+    touched: set[str] = set()
+    for message in messages:
+        try:
+            job = DeliveryJob.from_json(message.body)
+        except (ValueError, KeyError, TypeError):
+            # Never succeeds: let it reach the dead-letter queue for a person to look at.
+            log.error("malformed delivery job %s", message.message_id)
+            failed.append(message.message_id)
+            continue
+        try:
+            outcome = deliver(job, context)
+        except Exception as exc:
+            log.error("delivery job %s raised %s", message.message_id, type(exc).__name__)
+            outcome = Outcome.RETRY
+        if outcome is Outcome.RETRY:
+            failed.append(message.message_id)
+            queues.retry_later(
+                services.settings.names.delivery_queue,
+                message.receipt_handle,
+                backoff_seconds(message.receive_count),
+            )
+        else:
+            touched.add(job.broadcast_id)
+    for broadcast_id in touched:
+        finish_if_complete(services.store, broadcast_id)
+    return failed

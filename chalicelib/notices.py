@@ -1,0 +1,390 @@
+"""Turn an incident into the words a customer reads: jinja2 templates per kind, channel and locale.
+
+Templates live in `templates/<kind>/<locale>/<part>`; the locale folder `default` is English.
+Everything renders in a jinja2 sandbox because operators may supply their own wording.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from chalicelib.domain import Channel, Customer, Incident, Phase
+from chalicelib.errors import BadRequest
+
+if TYPE_CHECKING:
+    from jinja2 import Template
+    from jinja2.sandbox import SandboxedEnvironment
+
+# jinja2 is imported inside functions only: importing it costs tens of milliseconds of Lambda
+# cold start, and many handlers that import this module never render anything.
+_ENV: SandboxedEnvironment | None = None
+
+MAX_CUSTOM_SOURCE_CHARS = 4000
+MAX_CUSTOM_OUTPUT_CHARS = 20000
+# A notice never needs long loops; a low cap keeps a careless custom template cheap.
+MAX_TEMPLATE_RANGE = 1000
+# Bounds `a ** b` by the size of the result, so `10 ** 10 ** 10` cannot stall a worker.
+MAX_POWER_BITS = 10_000
+
+DEFAULT_LOCALE = "default"
+OPT_OUT_SMS = "Reply STOP to opt out."
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_KIND_RE = re.compile(r"[a-z][a-z0-9_]*")
+# language[-Script][-REGION], with `_` accepted because some systems store `fr_CA`.
+_LOCALE_RE = re.compile(r"([a-z]{2,3})(?:-([a-z]{4}))?(?:-([a-z]{2}|[0-9]{3}))?", re.IGNORECASE)
+
+_KIND_BY_PHASE = {
+    Phase.INITIAL: "outage_initial",
+    Phase.UPDATE: "outage_update",
+    Phase.RESOLVED: "outage_resolved",
+}
+
+# (context key the part fills, template file) for each channel, in rendering order.
+_PARTS: dict[Channel, tuple[tuple[str, str], ...]] = {
+    Channel.SMS: (("text", "sms.txt.j2"),),
+    Channel.EMAIL: (
+        ("subject", "email_subject.txt.j2"),
+        ("text", "email.txt.j2"),
+        ("html", "email.html.j2"),
+    ),
+    Channel.SOCIAL: (("text", "social.txt.j2"),),
+}
+
+# GSM 03.38 default alphabet, in table order (0x00-0x7F). 0x1B is the escape to the
+# extension table, not a character, so it is left out.
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅå"
+    "Δ_ΦΓΛΩΠΨΣΘΞÆæßÉ"
+    " !\"#¤%&'()*+,-./"
+    "0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§"
+    "¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+# Characters reached through the escape, so each costs two septets.
+GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+
+GSM7_SINGLE, GSM7_PART = 160, 153
+UCS2_SINGLE, UCS2_PART = 70, 67
+
+
+@dataclass(frozen=True)
+class RenderedNotice:
+    channel: Channel
+    text: str
+    subject: str | None = None
+    html: str | None = None
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {
+            "channel": self.channel.value,
+            "text": self.text,
+            "subject": self.subject,
+            "html": self.html,
+        }
+
+
+@dataclass(frozen=True)
+class SmsSegments:
+    encoding: str  # "GSM-7" or "UCS-2"
+    units: int
+    segments: int
+
+    def to_dict(self) -> dict[str, str | int]:
+        return asdict(self)
+
+
+def sms_segments(text: str) -> SmsSegments:
+    """How many billable SMS parts `text` needs, and in which encoding."""
+    if all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text):
+        costs = [2 if ch in GSM7_EXTENSION else 1 for ch in text]
+        return SmsSegments("GSM-7", sum(costs), _count_segments(costs, GSM7_SINGLE, GSM7_PART))
+    # Characters outside the Basic Multilingual Plane (emoji) are surrogate pairs in UTF-16.
+    costs = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
+    return SmsSegments("UCS-2", sum(costs), _count_segments(costs, UCS2_SINGLE, UCS2_PART))
+
+
+def _count_segments(costs: list[int], single: int, part: int) -> int:
+    total = sum(costs)
+    if total <= single:
+        return 1 if total else 0
+    # Handsets cannot rejoin an escape sequence or a surrogate pair split across parts, so
+    # senders move the whole character to the next part; a plain ceil() would undercount.
+    segments, used = 1, 0
+    for cost in costs:
+        if used + cost > part:
+            segments, used = segments + 1, 0
+        used += cost
+    return segments
+
+
+def kind_for_phase(phase: Phase) -> str:
+    return _KIND_BY_PHASE[Phase(phase)]
+
+
+def template_dirs() -> list[str]:
+    """Where templates are looked up, first match wins.
+
+    The deployment package carries a copy inside chalicelib; in the source tree they sit at
+    the project root.
+    """
+    candidates = [
+        os.path.join(_PACKAGE_DIR, "templates"),
+        os.path.join(os.path.dirname(_PACKAGE_DIR), "templates"),
+    ]
+    return [path for path in candidates if os.path.isdir(path)]
+
+
+def available_kinds() -> list[str]:
+    kinds: set[str] = set()
+    for root in template_dirs():
+        for entry in os.listdir(root):
+            # Folders starting with `_` hold shared layouts, not notices.
+            if _KIND_RE.fullmatch(entry) and os.path.isdir(os.path.join(root, entry)):
+                kinds.add(entry)
+    return sorted(kinds)
+
+
+def locale_chain(locale: str) -> list[str]:
+    """The locale folders to try, most specific first: "fr-CA" → ["fr-CA", "fr", "default"]."""
+    match = _LOCALE_RE.fullmatch(locale.strip().replace("_", "-"))
+    if not match:
+        return [DEFAULT_LOCALE]
+    language, script, region = match.groups()
+    base = language.lower()
+    chain: list[str] = []
+    if script:
+        scripted = f"{base}-{script.title()}"
+        if region:
+            chain.append(f"{scripted}-{region.upper()}")
+        chain.append(scripted)
+    elif region:
+        chain.append(f"{base}-{region.upper()}")
+    chain.append(base)
+    chain.append(DEFAULT_LOCALE)
+    return chain
+
+
+def notice_context(
+    customer: Customer,
+    incident: Incident,
+    variables: Mapping[str, str],
+    *,
+    brand: str,
+    unsubscribe_url: str | None = None,
+) -> dict[str, object]:
+    """The variables every notice template may use, for one customer and one incident."""
+    service, region = _affected_service_and_region(customer, incident)
+    return {
+        "first_name": customer.first_name,
+        "name": customer.name,
+        "brand": brand,
+        "title": incident.title,
+        "status": incident.status.value,
+        "service": service,
+        "region": region,
+        "workaround": variables.get("workaround", ""),
+        "status_link": variables.get("status_link", ""),
+        "next_update": _local_time(incident.next_update_due, customer.time_zone),
+        "opt_out_sms": OPT_OUT_SMS,
+        "unsubscribe_url": unsubscribe_url,
+    }
+
+
+def _affected_service_and_region(customer: Customer, incident: Incident) -> tuple[str, str]:
+    affected = [
+        sub
+        for sub in customer.services
+        if sub.service in incident.services
+        and (not incident.regions or sub.region in incident.regions)
+    ]
+    if affected:
+        services = dict.fromkeys(sub.service for sub in affected)
+        return ", ".join(services), affected[0].region
+    if customer.services:
+        return customer.services[0].service, customer.services[0].region
+    # A customer picked by hand may hold no subscription; the incident still names the scope.
+    return ", ".join(incident.services), ", ".join(incident.regions)
+
+
+def _local_time(moment: str | None, time_zone: str) -> str:
+    if not moment:
+        return ""
+    try:
+        when = datetime.fromisoformat(moment)
+    except ValueError:
+        # A malformed due time should cost the notice one sentence, not the whole delivery.
+        return ""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    try:
+        zone: Any = ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = UTC
+    return when.astimezone(zone).strftime("%H:%M %Z")
+
+
+def render_notice(
+    kind: str, channel: Channel, locale: str, context: Mapping[str, object]
+) -> RenderedNotice:
+    """Render every part `channel` needs, each from the most specific locale that has it."""
+    if not _KIND_RE.fullmatch(kind):
+        raise _unknown_kind(kind)
+    channel = Channel(channel)
+    chain = locale_chain(locale)
+    parts: dict[str, str] = {}
+    for key, part in _PARTS[channel]:
+        template = _select(kind, part, chain)
+        parts[key] = _render(template, str(template.name), context).strip()
+    subject = parts.get("subject")
+    return RenderedNotice(
+        channel=channel,
+        text=parts["text"],
+        # Mail headers are one line; a stray newline in a subject template would break them.
+        subject=" ".join(subject.split()) if subject is not None else None,
+        html=parts.get("html"),
+    )
+
+
+def render_custom(source: str, channel: Channel, context: Mapping[str, object]) -> str:
+    """Render operator-supplied wording in the same sandbox as the stock templates.
+
+    Custom wording is plain text on every channel, so nothing is autoescaped.
+    """
+    if len(source) > MAX_CUSTOM_SOURCE_CHARS:
+        raise BadRequest(
+            f"custom template is {len(source)} characters; the limit is {MAX_CUSTOM_SOURCE_CHARS}"
+        )
+    name = f"custom {Channel(channel).value} template"
+    template = _compile_custom(source, name)
+    chunks: list[str] = []
+    size = 0
+    # Streaming lets a runaway template stop at the limit instead of filling memory first.
+    for chunk in _generate(template, name, context):
+        size += len(chunk)
+        if size > MAX_CUSTOM_OUTPUT_CHARS:
+            raise BadRequest(
+                f"{name} renders more than {MAX_CUSTOM_OUTPUT_CHARS} characters; shorten it"
+            )
+        chunks.append(chunk)
+    return "".join(chunks).strip()
+
+
+@lru_cache(maxsize=64)
+def _compile_custom(source: str, name: str) -> Template:
+    # A broadcast renders the same custom source once per customer; compile it once.
+    try:
+        return _environment().from_string(source)
+    except Exception as exc:
+        raise _template_error(name, exc) from None
+
+
+def _select(kind: str, part: str, chain: list[str]) -> Template:
+    from jinja2 import TemplateNotFound
+
+    names = [f"{kind}/{locale}/{part}" for locale in chain]
+    try:
+        return _environment().select_template(names)
+    except TemplateNotFound:
+        if kind not in available_kinds():
+            raise _unknown_kind(kind) from None
+        raise BadRequest(
+            f"template {kind}/{{{','.join(chain)}}}/{part}: no such template in any locale"
+        ) from None
+    except Exception as exc:
+        raise _template_error(names[0], exc) from None
+
+
+def _render(template: Template, name: str, context: Mapping[str, object]) -> str:
+    return "".join(_generate(template, name, context))
+
+
+def _generate(template: Template, name: str, context: Mapping[str, object]) -> Iterator[str]:
+    try:
+        yield from template.generate(dict(context))
+    except Exception as exc:
+        # Template code is input from operators and translators: whatever it raises is a
+        # mistake in that input, and the caller needs a message, not a stack trace.
+        raise _template_error(name, exc) from None
+
+
+def _unknown_kind(kind: str) -> BadRequest:
+    return BadRequest(
+        f"unknown notice kind {kind!r}; available: {', '.join(available_kinds()) or 'none'}"
+    )
+
+
+def _template_error(name: str, exc: Exception) -> BadRequest:
+    from jinja2 import TemplateError, TemplateNotFound, TemplateSyntaxError
+
+    if isinstance(exc, TemplateSyntaxError):
+        where = exc.name if exc.name and exc.name != name else None
+        location = f"line {exc.lineno}" + (f" of {where}" if where else "")
+        return BadRequest(f"template {name}: {exc.message} ({location})")
+    if isinstance(exc, TemplateNotFound):
+        return BadRequest(f"template {name}: template {exc.name!r} not found")
+    if isinstance(exc, TemplateError):
+        return BadRequest(f"template {name}: {exc.message}")
+    return BadRequest(f"template {name}: {type(exc).__name__}: {exc}")
+
+
+def _environment() -> SandboxedEnvironment:
+    global _ENV
+    if _ENV is None:
+        _ENV = _build_environment(template_dirs())
+    return _ENV
+
+
+def _build_environment(search_path: list[str]) -> SandboxedEnvironment:
+    from jinja2 import FileSystemLoader, StrictUndefined
+    from jinja2.runtime import Context
+    from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+    class NoticeEnvironment(SandboxedEnvironment):
+        # The sandbox blocks attribute tricks but lets arithmetic build huge values; these
+        # operators are the cheap ways to do that from a one-line template.
+        intercepted_binops = frozenset({"**", "*"})
+
+        def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**" and isinstance(left, int) and isinstance(right, int):
+                if right > 0 and left.bit_length() * right > MAX_POWER_BITS:
+                    raise SecurityError("the result of ** is too large for a notice template")
+            if operator == "*":
+                for seq, count in ((left, right), (right, left)):
+                    if (
+                        isinstance(seq, str | list | tuple)
+                        and isinstance(count, int)
+                        and len(seq) * count > MAX_CUSTOM_OUTPUT_CHARS
+                    ):
+                        raise SecurityError("repeating a value that often is not allowed")
+            return super().call_binop(context, operator, left, right)
+
+    def capped_range(*args: int) -> range:
+        numbers = range(*args)
+        if len(numbers) > MAX_TEMPLATE_RANGE:
+            raise SecurityError(f"range() is limited to {MAX_TEMPLATE_RANGE} items in templates")
+        return numbers
+
+    def autoescape(template_name: str | None) -> bool:
+        # Only HTML needs escaping; escaping SMS or social text would show `&amp;` to people.
+        return bool(template_name and template_name.endswith(".html.j2"))
+
+    env = NoticeEnvironment(
+        loader=FileSystemLoader(search_path),
+        undefined=StrictUndefined,
+        autoescape=autoescape,
+        keep_trailing_newline=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        # Packaged templates do not change while a Lambda runs; skip the per-render stat().
+        auto_reload=False,
+    )
+    env.globals["range"] = capped_range
+    return env

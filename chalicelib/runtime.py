@@ -1,0 +1,23 @@
+"""The process-wide objects a Lambda handler uses, built once per container."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from chalicelib import aws, queues
+from chalicelib.broadcasts import Services
+from chalicelib.config import settings
+from chalicelib.store import Store
+
+
+@cache
+def services() -> Services:
+    return Services(store=Store(settings().names), settings=settings())
+
+
+def reset() -> None:
+    """Forget cached settings and clients (tests and the local stack change the environment)."""
+    services.cache_clear()
+    settings.cache_clear()
+    aws.reset_clients()
+    queues.forget_queue_urls()

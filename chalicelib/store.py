@@ -1,0 +1,606 @@
+"""DynamoDB tables behind the few operations the core needs.
+
+Every write that must not happen twice is conditional; every read of an audience is a
+Query on a key, never a Scan.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from chalicelib import aws
+from chalicelib.config import Names
+from chalicelib.domain import (
+    COUNT_FIELDS,
+    AudienceSelector,
+    Broadcast,
+    BroadcastStatus,
+    Channel,
+    ChannelCounts,
+    Customer,
+    Incident,
+    IncidentStatus,
+    Phase,
+)
+from chalicelib.errors import Conflict
+
+Item = dict[str, Any]
+
+_serializer: Any = None
+_deserializer: Any = None
+
+
+def _codec() -> tuple[Any, Any]:
+    global _serializer, _deserializer
+    if _serializer is None:
+        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+        _serializer, _deserializer = TypeSerializer(), TypeDeserializer()
+    return _serializer, _deserializer
+
+
+def to_dynamo(item: Mapping[str, Any]) -> dict[str, Any]:
+    serializer, _ = _codec()
+    return {k: serializer.serialize(v) for k, v in item.items() if v is not None}
+
+
+def from_dynamo(item: Mapping[str, Any]) -> Item:
+    _, deserializer = _codec()
+    return {k: _plain(deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB numbers arrive as Decimal and sets as set; the core wants ints and lists."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | set):
+        return [_plain(v) for v in value]
+    return value
+
+
+def counter_name(channel: Channel, field: str) -> str:
+    return f"n_{channel.value}_{field}"
+
+
+class ClaimState(StrEnum):
+    CLAIMED = "claimed"
+    SETTLED = "settled"
+    IN_FLIGHT = "in_flight"
+    IN_DOUBT = "in_doubt"
+
+
+@dataclass(frozen=True)
+class Claim:
+    state: ClaimState
+    attempt_id: str
+    attempts: int = 0
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class SubscriptionRow:
+    sort_key: str
+    customer: Customer
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_key: dict[str, Any] | None
+
+
+def _is_conditional_failure(exc: BaseException) -> bool:
+    code = aws.error_code(exc)
+    if code == "ConditionalCheckFailedException":
+        return True
+    if code == "TransactionCanceledException":
+        reasons = getattr(exc, "response", {}).get("CancellationReasons", [])
+        return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons)
+    return False
+
+
+def subscription_keys(customer: Customer) -> list[dict[str, str]]:
+    return [
+        {"service": s.service, "sub_key": f"{s.region}#{s.postal_code}#{customer.customer_id}"}
+        for s in customer.services
+    ]
+
+
+class Store:
+    def __init__(self, names: Names, dynamodb: Any | None = None) -> None:
+        self.names = names
+        self._dynamodb = dynamodb
+
+    @property
+    def db(self) -> Any:
+        if self._dynamodb is None:
+            self._dynamodb = aws.client("dynamodb")
+        return self._dynamodb
+
+    # -- customers ------------------------------------------------------------------------
+
+    def get_customer(self, customer_id: str) -> Customer | None:
+        item = self._get(self.names.customers, {"customer_id": customer_id})
+        return Customer.from_dict(item) if item else None
+
+    def upsert_customer(self, customer: Customer) -> str:
+        """Write the customer and its audience index rows in one transaction.
+
+        Returns "created", "updated" or "unchanged"; a concurrent writer of the same
+        customer makes this raise Conflict rather than leave stale index rows.
+        """
+        old_item = self._get(self.names.customers, {"customer_id": customer.customer_id})
+        new_data = customer.to_dict()
+        if old_item is not None:
+            old_version = int(old_item.pop("version", 0))
+            if old_item == new_data:
+                return "unchanged"
+        customer_item = {**new_data, "version": (old_version + 1) if old_item else 1}
+        put_customer: dict[str, Any] = {
+            "TableName": self.names.customers,
+            "Item": to_dynamo(customer_item),
+        }
+        if old_item is None:
+            put_customer["ConditionExpression"] = "attribute_not_exists(customer_id)"
+        else:
+            put_customer["ConditionExpression"] = "version = :v"
+            put_customer["ExpressionAttributeValues"] = to_dynamo({":v": old_version})
+        actions: list[dict[str, Any]] = [{"Put": put_customer}]
+        new_keys = subscription_keys(customer)
+        for key, sub in zip(new_keys, customer.services, strict=True):
+            row = {
+                **key,
+                "postal_key": f"{sub.postal_code}#{sub.region}#{customer.customer_id}",
+                "customer": new_data,
+            }
+            actions.append({"Put": {"TableName": self.names.subscriptions, "Item": to_dynamo(row)}})
+        if old_item is not None:
+            for key in subscription_keys(Customer.from_dict(old_item)):
+                if key not in new_keys:
+                    actions.append(
+                        {"Delete": {"TableName": self.names.subscriptions, "Key": to_dynamo(key)}}
+                    )
+        try:
+            self.db.transact_write_items(TransactItems=actions)
+        except Exception as exc:
+            if _is_conditional_failure(exc):
+                raise Conflict(
+                    f"customer {customer.customer_id} was changed concurrently; retry"
+                ) from None
+            raise
+        return "updated" if old_item else "created"
+
+    def query_subscriptions(
+        self,
+        service: str,
+        *,
+        by_postal: bool,
+        key_prefix: str,
+        start_key: dict[str, Any] | None,
+        limit: int,
+    ) -> Page[SubscriptionRow]:
+        sort_attr = "postal_key" if by_postal else "sub_key"
+        request: dict[str, Any] = {
+            "TableName": self.names.subscriptions,
+            "KeyConditionExpression": "service = :s AND begins_with(#k, :p)",
+            "ExpressionAttributeNames": {"#k": sort_attr},
+            "ExpressionAttributeValues": to_dynamo({":s": service, ":p": key_prefix}),
+            "Limit": limit,
+        }
+        if by_postal:
+            request["IndexName"] = "by-postal"
+        if start_key:
+            request["ExclusiveStartKey"] = start_key
+        response = self.db.query(**request)
+        rows = [from_dynamo(item) for item in response.get("Items", [])]
+        return Page(
+            [SubscriptionRow(row[sort_attr], Customer.from_dict(row["customer"])) for row in rows],
+            response.get("LastEvaluatedKey"),
+        )
+
+    # -- incidents ------------------------------------------------------------------------
+
+    def create_incident(self, incident: Incident) -> None:
+        self.db.put_item(
+            TableName=self.names.incidents,
+            Item=to_dynamo(_incident_item(incident)),
+            ConditionExpression="attribute_not_exists(incident_id)",
+        )
+
+    def get_incident(self, incident_id: str) -> Incident | None:
+        item = self._get(self.names.incidents, {"incident_id": incident_id})
+        return _incident_from(item) if item else None
+
+    def save_incident(self, incident: Incident, *, expected_updated_at: str) -> None:
+        try:
+            self.db.put_item(
+                TableName=self.names.incidents,
+                Item=to_dynamo(_incident_item(incident)),
+                ConditionExpression="updated_at = :u",
+                ExpressionAttributeValues=to_dynamo({":u": expected_updated_at}),
+            )
+        except Exception as exc:
+            if _is_conditional_failure(exc):
+                raise Conflict("incident was changed concurrently; reload and retry") from None
+            raise
+
+    def freeze_audience(self, incident_id: str) -> None:
+        self.db.update_item(
+            TableName=self.names.incidents,
+            Key=to_dynamo({"incident_id": incident_id}),
+            UpdateExpression="SET audience_frozen = :t",
+            ExpressionAttributeValues=to_dynamo({":t": True}),
+        )
+
+    # -- broadcasts -----------------------------------------------------------------------
+
+    def create_broadcast(self, broadcast: Broadcast) -> None:
+        item = {k: v for k, v in broadcast.to_dict().items() if k != "counts"}
+        item["plan_cursor"] = broadcast.plan_cursor
+        for channel in broadcast.channels:
+            for field in COUNT_FIELDS:
+                item[counter_name(channel, field)] = 0
+        self.db.put_item(
+            TableName=self.names.broadcasts,
+            Item=to_dynamo(item),
+            ConditionExpression="attribute_not_exists(broadcast_id)",
+        )
+
+    def get_broadcast(self, broadcast_id: str, *, consistent: bool = False) -> Broadcast | None:
+        item = self._get(
+            self.names.broadcasts, {"broadcast_id": broadcast_id}, consistent=consistent
+        )
+        return _broadcast_from(item) if item else None
+
+    def broadcasts_for_incident(self, incident_id: str) -> list[Broadcast]:
+        paginator = self.db.get_paginator("query")
+        found: list[Broadcast] = []
+        for page in paginator.paginate(
+            TableName=self.names.broadcasts,
+            IndexName="by-incident",
+            KeyConditionExpression="incident_id = :i",
+            ExpressionAttributeValues=to_dynamo({":i": incident_id}),
+        ):
+            found.extend(_broadcast_from(from_dynamo(i)) for i in page.get("Items", []))
+        return found
+
+    def broadcasts_in_status(self, status: BroadcastStatus) -> list[Broadcast]:
+        paginator = self.db.get_paginator("query")
+        found: list[Broadcast] = []
+        for page in paginator.paginate(
+            TableName=self.names.broadcasts,
+            IndexName="by-status",
+            KeyConditionExpression="#s = :s",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=to_dynamo({":s": status.value}),
+        ):
+            found.extend(_broadcast_from(from_dynamo(i)) for i in page.get("Items", []))
+        return found
+
+    def transition(
+        self,
+        broadcast_id: str,
+        from_status: BroadcastStatus,
+        to_status: BroadcastStatus,
+        **attributes: Any,
+    ) -> bool:
+        """Move a broadcast between statuses; False when it was not in `from_status`."""
+        values: dict[str, Any] = {":from": from_status.value, ":to": to_status.value}
+        sets = ["#s = :to"]
+        for i, (name, value) in enumerate(attributes.items()):
+            sets.append(f"{name} = :a{i}")
+            values[f":a{i}"] = value
+        try:
+            self.db.update_item(
+                TableName=self.names.broadcasts,
+                Key=to_dynamo({"broadcast_id": broadcast_id}),
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="#s = :from",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=to_dynamo(values),
+            )
+        except Exception as exc:
+            if _is_conditional_failure(exc):
+                return False
+            raise
+        return True
+
+    def commit_plan_page(
+        self,
+        broadcast_id: str,
+        *,
+        expected_cursor: str,
+        next_cursor: str,
+        planned: Mapping[Channel, int],
+        unreachable: int,
+        done: bool,
+    ) -> bool:
+        """Count one planned page exactly once: the cursor moves only from where it was."""
+        values: dict[str, Any] = {
+            ":expected": expected_cursor,
+            ":next": next_cursor,
+            ":done": done,
+            ":unreachable": unreachable,
+            ":now": int(time.time()),
+        }
+        adds = ["unreachable :unreachable"]
+        for i, (channel, count) in enumerate(planned.items()):
+            adds.append(f"{counter_name(channel, 'planned')} :p{i}")
+            values[f":p{i}"] = count
+        try:
+            self.db.update_item(
+                TableName=self.names.broadcasts,
+                Key=to_dynamo({"broadcast_id": broadcast_id}),
+                UpdateExpression=(
+                    "SET plan_cursor = :next, planning_done = :done, plan_touched = :now "
+                    "ADD " + ", ".join(adds)
+                ),
+                ConditionExpression="plan_cursor = :expected",
+                ExpressionAttributeValues=to_dynamo(values),
+            )
+        except Exception as exc:
+            if _is_conditional_failure(exc):
+                return False
+            raise
+        return True
+
+    # -- audience snapshots ---------------------------------------------------------------
+
+    def put_audience(self, incident_id: str, customers: Sequence[Customer]) -> None:
+        """Idempotent: writing the same member again leaves one row."""
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": to_dynamo(
+                        {"incident_id": incident_id, "customer_id": c.customer_id, **c.to_dict()}
+                    )
+                }
+            }
+            for c in customers
+        ]
+        for start in range(0, len(requests), 25):
+            self._batch_write(self.names.audiences, requests[start : start + 25])
+
+    def query_audience(
+        self, incident_id: str, *, start_key: dict[str, Any] | None, limit: int
+    ) -> Page[Customer]:
+        request: dict[str, Any] = {
+            "TableName": self.names.audiences,
+            "KeyConditionExpression": "incident_id = :i",
+            "ExpressionAttributeValues": to_dynamo({":i": incident_id}),
+            "Limit": limit,
+        }
+        if start_key:
+            request["ExclusiveStartKey"] = start_key
+        response = self.db.query(**request)
+        return Page(
+            [Customer.from_dict(from_dynamo(i)) for i in response.get("Items", [])],
+            response.get("LastEvaluatedKey"),
+        )
+
+    # -- delivery ledger ------------------------------------------------------------------
+
+    def claim_delivery(
+        self, broadcast_id: str, customer_id: str, channel: Channel, *, lease_seconds: int
+    ) -> Claim:
+        """Record the intent to send before sending; only one worker can hold it."""
+        attempt_id = uuid.uuid4().hex
+        now = int(time.time())
+        key = {"broadcast_id": broadcast_id, "recipient_key": f"{customer_id}#{channel.value}"}
+        try:
+            response = self.db.update_item(
+                TableName=self.names.deliveries,
+                Key=to_dynamo(key),
+                UpdateExpression=(
+                    "SET #s = :sending, attempt_id = :a, lease_until = :lease, "
+                    "customer_id = :c, channel = :ch, updated_at = :now ADD attempts :one"
+                ),
+                ConditionExpression="attribute_not_exists(broadcast_id) OR #s = :retry",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=to_dynamo(
+                    {
+                        ":sending": "sending",
+                        ":retry": "retry",
+                        ":a": attempt_id,
+                        ":lease": now + lease_seconds,
+                        ":c": customer_id,
+                        ":ch": channel.value,
+                        ":now": now,
+                        ":one": 1,
+                    }
+                ),
+                ReturnValues="ALL_NEW",
+            )
+        except Exception as exc:
+            if not _is_conditional_failure(exc):
+                raise
+            existing = self._get(self.names.deliveries, key, consistent=True) or {}
+            status = str(existing.get("status", ""))
+            if status != "sending":
+                return Claim(ClaimState.SETTLED, "", status=status)
+            if int(existing.get("lease_until", 0)) > now:
+                return Claim(ClaimState.IN_FLIGHT, str(existing.get("attempt_id", "")))
+            return Claim(ClaimState.IN_DOUBT, str(existing.get("attempt_id", "")))
+        attempts = int(from_dynamo(response["Attributes"]).get("attempts", 1))
+        return Claim(ClaimState.CLAIMED, attempt_id, attempts=attempts)
+
+    def record_outcome(
+        self,
+        broadcast_id: str,
+        customer_id: str,
+        channel: Channel,
+        *,
+        attempt_id: str,
+        status: str,
+        counter: str,
+        provider_id: str | None = None,
+        reason: str | None = None,
+    ) -> bool:
+        """Settle a claimed delivery and count it, together, once."""
+        key = {"broadcast_id": broadcast_id, "recipient_key": f"{customer_id}#{channel.value}"}
+        values = {
+            ":status": status,
+            ":sending": "sending",
+            ":a": attempt_id,
+            ":now": int(time.time()),
+            ":pid": provider_id or "",
+            ":reason": reason or "",
+        }
+        try:
+            self.db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.names.deliveries,
+                            "Key": to_dynamo(key),
+                            "UpdateExpression": (
+                                "SET #s = :status, updated_at = :now, provider_id = :pid, "
+                                "reason = :reason REMOVE lease_until"
+                            ),
+                            "ConditionExpression": "#s = :sending AND attempt_id = :a",
+                            "ExpressionAttributeNames": {"#s": "status"},
+                            "ExpressionAttributeValues": to_dynamo(values),
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.names.broadcasts,
+                            "Key": to_dynamo({"broadcast_id": broadcast_id}),
+                            "UpdateExpression": f"ADD {counter_name(channel, counter)} :one",
+                            "ExpressionAttributeValues": to_dynamo({":one": 1}),
+                        }
+                    },
+                ]
+            )
+        except Exception as exc:
+            if _is_conditional_failure(exc):
+                return False
+            raise
+        return True
+
+    def release_delivery(
+        self, broadcast_id: str, customer_id: str, channel: Channel, *, attempt_id: str, reason: str
+    ) -> None:
+        """Give a claim back after a transient failure, so a retry can claim it again."""
+        key = {"broadcast_id": broadcast_id, "recipient_key": f"{customer_id}#{channel.value}"}
+        try:
+            self.db.update_item(
+                TableName=self.names.deliveries,
+                Key=to_dynamo(key),
+                UpdateExpression="SET #s = :retry, reason = :reason REMOVE lease_until",
+                ConditionExpression="#s = :sending AND attempt_id = :a",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=to_dynamo(
+                    {":retry": "retry", ":reason": reason, ":sending": "sending", ":a": attempt_id}
+                ),
+            )
+        except Exception as exc:
+            if not _is_conditional_failure(exc):
+                raise
+
+    def deliveries(self, broadcast_id: str) -> Iterable[Item]:
+        paginator = self.db.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self.names.deliveries,
+            KeyConditionExpression="broadcast_id = :b",
+            ExpressionAttributeValues=to_dynamo({":b": broadcast_id}),
+        ):
+            for item in page.get("Items", []):
+                yield from_dynamo(item)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _get(self, table: str, key: Mapping[str, Any], *, consistent: bool = False) -> Item | None:
+        response = self.db.get_item(TableName=table, Key=to_dynamo(key), ConsistentRead=consistent)
+        item = response.get("Item")
+        return from_dynamo(item) if item else None
+
+    def _batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
+        pending = {table: requests}
+        for attempt in range(8):
+            response = self.db.batch_write_item(RequestItems=pending)
+            pending = response.get("UnprocessedItems") or {}
+            if not pending:
+                return
+            time.sleep(min(2.0, 0.05 * 2**attempt))
+        raise RuntimeError(f"DynamoDB left {len(pending[table])} writes to {table} unprocessed")
+
+
+def _incident_item(incident: Incident) -> Item:
+    return {
+        "incident_id": incident.incident_id,
+        "title": incident.title,
+        "status": incident.status.value,
+        "services": list(incident.services),
+        "regions": list(incident.regions),
+        "created_at": incident.created_at,
+        "updated_at": incident.updated_at,
+        "next_update_due": incident.next_update_due,
+        "audience_frozen": incident.audience_frozen,
+    }
+
+
+def _incident_from(item: Item) -> Incident:
+    return Incident(
+        incident_id=item["incident_id"],
+        title=item["title"],
+        status=IncidentStatus(item["status"]),
+        services=tuple(item.get("services", ())),
+        regions=tuple(item.get("regions", ())),
+        created_at=item["created_at"],
+        updated_at=item["updated_at"],
+        next_update_due=item.get("next_update_due"),
+        audience_frozen=bool(item.get("audience_frozen", False)),
+    )
+
+
+def _broadcast_from(item: Item) -> Broadcast:
+    channels = tuple(Channel(c) for c in item.get("channels", ()))
+    return Broadcast(
+        broadcast_id=item["broadcast_id"],
+        incident_id=item["incident_id"],
+        phase=Phase(item["phase"]),
+        template=item["template"],
+        channels=channels,
+        audience=AudienceSelector.from_dict(item["audience"]) if item.get("audience") else None,
+        variables={str(k): str(v) for k, v in (item.get("variables") or {}).items()},
+        status=BroadcastStatus(item["status"]),
+        created_by=item["created_by"],
+        created_at=item["created_at"],
+        approved_by=item.get("approved_by"),
+        approved_at=item.get("approved_at"),
+        sent_at=item.get("sent_at"),
+        planning_done=bool(item.get("planning_done", False)),
+        plan_cursor=str(item.get("plan_cursor", "")),
+        plan_touched=int(item.get("plan_touched", 0)),
+        unreachable=int(item.get("unreachable", 0)),
+        counts={
+            channel: ChannelCounts(
+                **{field: int(item.get(counter_name(channel, field), 0)) for field in COUNT_FIELDS}
+            )
+            for channel in channels
+        },
+    )
+
+
+def encode_cursor(stream: int, key: dict[str, Any] | None) -> str:
+    return json.dumps({"stream": stream, "key": key}, sort_keys=True, separators=(",", ":"))
+
+
+def decode_cursor(cursor: str) -> tuple[int, dict[str, Any] | None]:
+    if not cursor:
+        return 0, None
+    data = json.loads(cursor)
+    return int(data["stream"]), data.get("key")

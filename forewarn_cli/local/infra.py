@@ -1,0 +1,87 @@
+"""Create the resources of `infra/` on the local AWS API server, from the same template.
+
+moto's CloudFormation creates most resource types itself; the few it does not know are
+provisioned here through the API calls that CloudFormation would make.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+INFRA_DIR = Path(__file__).resolve().parents[2] / "infra"
+STACK_NAME = "forewarn"
+
+
+def load_template(path: Path | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((path or INFRA_DIR / "forewarn.json").read_text())
+    return data
+
+
+def _ses_identity(
+    clients: Callable[[str], Any], props: Mapping[str, Any], params: Mapping[str, str]
+) -> None:
+    identity = _resolve(props["EmailIdentity"], params)
+    clients("ses").verify_email_identity(EmailAddress=identity)
+
+
+# Resource types moto's CloudFormation skips, and how to create each one directly.
+_DIRECT: dict[str, Callable[[Callable[[str], Any], Mapping[str, Any], Mapping[str, str]], None]] = {
+    "AWS::SES::EmailIdentity": _ses_identity,
+}
+
+
+def _resolve(value: Any, params: Mapping[str, str]) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Ref" in value:
+        return params[value["Ref"]]
+    if isinstance(value, dict) and "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
+        text: str = value["Fn::Sub"]
+        for key, val in params.items():
+            text = text.replace("${" + key + "}", val)
+        return text
+    raise ValueError(f"cannot resolve {value!r} outside CloudFormation")
+
+
+def deploy(clients: Callable[[str], Any], *, stage: str, sender_email: str) -> list[str]:
+    """Create every resource of the template; returns the logical ids created."""
+    template = load_template()
+    params = {"Stage": stage, "SenderEmail": sender_email}
+    direct = {
+        logical: resource
+        for logical, resource in template["Resources"].items()
+        if resource["Type"] in _DIRECT
+    }
+    stack_template = dict(template)
+    stack_template["Resources"] = {
+        k: v for k, v in template["Resources"].items() if k not in direct
+    }
+    stack_template["Outputs"] = {
+        k: v for k, v in template.get("Outputs", {}).items() if not _mentions(v, set(direct))
+    }
+    cloudformation = clients("cloudformation")
+    cloudformation.create_stack(
+        StackName=f"{STACK_NAME}-{stage}",
+        TemplateBody=json.dumps(stack_template),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+    )
+    status = cloudformation.describe_stacks(StackName=f"{STACK_NAME}-{stage}")["Stacks"][0][
+        "StackStatus"
+    ]
+    if status != "CREATE_COMPLETE":
+        raise RuntimeError(f"local stack ended in {status}")
+    for logical, resource in direct.items():
+        _DIRECT[resource["Type"]](clients, resource.get("Properties", {}), params)
+        log.info("created %s (%s) directly", logical, resource["Type"])
+    return list(template["Resources"])
+
+
+def _mentions(value: Any, logical_ids: set[str]) -> bool:
+    text = json.dumps(value)
+    return any(f'"{logical}"' in text for logical in logical_ids)

@@ -1,0 +1,162 @@
+"""The whole service on one machine: moto's AWS API server, the resources of `infra/`, the
+Chalice app's HTTP API, and its queue consumers and schedules driven as Lambda would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from forewarn_cli.local import infra
+from forewarn_cli.local.seed import demo_customers
+
+log = logging.getLogger(__name__)
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+LOCAL_USERS = {"ops": "olivia.ops", "social": "sam.social", "admin": "ada.admin"}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def stage_environment(stage: str) -> dict[str, str]:
+    """The environment variables `.chalice/config.json` gives the stage, as Lambda would."""
+    config = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())
+    env = dict(config.get("environment_variables", {}))
+    env.update(config.get("stages", {}).get(stage, {}).get("environment_variables", {}))
+    return {k: str(v) for k, v in env.items()}
+
+
+@dataclass
+class LocalStack:
+    host: str = "127.0.0.1"
+    api_port: int = 8000
+    aws_port: int = 0
+    stage: str = "dev"
+    customers: int = 300
+    concurrency: int = 4
+    schedules: bool = True
+    token_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    _moto: Any = None
+    _http: Any = None
+    _http_thread: threading.Thread | None = None
+    runner: Any = None
+    app_module: ModuleType | None = None
+
+    @property
+    def aws_url(self) -> str:
+        return f"http://{self.host}:{self.aws_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+    def start(self, *, serve_http: bool = True) -> None:
+        self.start_aws()
+        if self.customers:
+            self.seed(self.customers)
+        if serve_http:
+            self.start_api()
+        self.start_events()
+
+    def start_aws(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.aws_port = self.aws_port or free_port(self.host)
+        # One log line per AWS call drowns out everything else.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self._moto = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
+        self._moto.start()
+        os.environ.update(stage_environment(self.stage))
+        os.environ.update(
+            {
+                "FOREWARN_STAGE": self.stage,
+                "AWS_ENDPOINT_URL": self.aws_url,
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_REGION": "us-east-1",
+                "AUTH_MODE": "local",
+                "FOREWARN_TOKEN_SECRET": self.token_secret,
+                "PUBLIC_URL": self.api_url,
+            }
+        )
+        from chalicelib import aws, runtime
+
+        runtime.reset()
+        infra.deploy(aws.client, stage=self.stage, sender_email=os.environ["SENDER_EMAIL"])
+
+    def seed(self, count: int) -> int:
+        from chalicelib.customers import MAX_BATCH, validate_batch
+        from chalicelib.runtime import services
+
+        rows = list(demo_customers(count))
+        store = services().store
+        for start in range(0, len(rows), MAX_BATCH):
+            customers, rejected = validate_batch(rows[start : start + MAX_BATCH])
+            if rejected:
+                raise RuntimeError(f"demo data has invalid rows: {rejected[0].to_dict()}")
+            for customer in customers:
+                store.upsert_customer(customer)
+        return len(rows)
+
+    def load_app(self) -> ModuleType:
+        if self.app_module is None:
+            import app as app_module
+
+            self.app_module = app_module
+        return self.app_module
+
+    def start_api(self) -> None:
+        from chalice.config import Config
+        from chalice.local import create_local_server
+
+        app = self.load_app().app
+        config = Config.create(chalice_app=app, chalice_stage=self.stage, app_name="forewarn")
+        self._http = create_local_server(app, config, self.host, self.api_port)
+        self._http_thread = threading.Thread(
+            target=self._http.server.serve_forever, name="chalice-local", daemon=True
+        )
+        self._http_thread.start()
+
+    def start_events(self) -> None:
+        from chalicelib import aws
+        from forewarn_cli.local.events import EventRunner
+
+        self.runner = EventRunner(
+            self.load_app().app,
+            aws.client("sqs"),
+            concurrency=self.concurrency,
+            schedules=self.schedules,
+        )
+        self.runner.start()
+
+    def tokens(self) -> dict[str, str]:
+        from chalicelib.auth import issue_local_token
+
+        issuer = os.environ.get("TOKEN_ISSUER", "forewarn-local")
+        return {
+            role: issue_local_token(user, role, secret=self.token_secret, issuer=issuer)
+            for role, user in LOCAL_USERS.items()
+        }
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            self.runner.stop()
+        if self._http is not None:
+            self._http.server.shutdown()
+            self._http.server.server_close()
+        if self._moto is not None:
+            self._moto.stop()
