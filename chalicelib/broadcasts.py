@@ -211,7 +211,7 @@ def preview(
     rendered: dict[str, Any] = {}
     for channel in (*broadcast.channels, Channel.SOCIAL):
         notice = render_for(services.settings, broadcast, incident, sample, channel)
-        entry = notice.to_dict()
+        entry: dict[str, object] = dict(notice.to_dict())
         if channel is Channel.SMS:
             entry["segments"] = notices.sms_segments(notice.text).to_dict()
         if channel is Channel.SOCIAL:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from chalicelib import channels, queues
+from chalicelib import channels, notices, queues
 from chalicelib.broadcasts import Services, finish_if_complete, render_for
 from chalicelib.domain import Broadcast, Channel, Customer, Incident
 from chalicelib.errors import ForewarnError
@@ -81,7 +81,7 @@ def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
     broadcast, incident = found
     customer_id, channel = job.customer.customer_id, job.channel
     # Render before claiming, so the window between claim and send holds no slow work.
-    notice: channels.RenderedNotice | None = None
+    notice: notices.RenderedNotice | None = None
     render_error = ""
     try:
         notice = render_for(settings, broadcast, incident, job.customer, channel)

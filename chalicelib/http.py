@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from chalice import AuthResponse, AuthRoute, Chalice, Response
+from chalice.app import AuthResponse, AuthRoute, Chalice, Request, Response
 
 from chalicelib import auth
 from chalicelib.config import settings
@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 _PATH_PARAM = re.compile(r"\{[^}]+\}")
 
 MAX_BODY_BYTES = 1_000_000
-JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+JSON_HEADERS: dict[str, str | list[str]] = {
+    "Content-Type": "application/json",
+    "Cache-Control": "no-store",
+}
 
 Handler = Callable[..., Any]
 
@@ -87,15 +90,22 @@ class Api:
 
         return register
 
+    @property
+    def request(self) -> Request:
+        request = self.app.current_request
+        if request is None:
+            raise RuntimeError("no request is being handled")
+        return request
+
     def principal(self) -> auth.Principal:
-        context = (self.app.current_request.context or {}).get("authorizer") or {}
+        context = (self.request.context or {}).get("authorizer") or {}
         subject, role = context.get("principalId"), context.get("role")
         if not subject or role not in auth.ROLES:
             raise Unauthorized("no authenticated caller")
         return auth.Principal(subject=str(subject), role=str(role))
 
     def body(self) -> Any:
-        raw = self.app.current_request.raw_body or b""
+        raw = self.request.raw_body or b""
         if len(raw) > MAX_BODY_BYTES:
             raise BadRequest(f"request body is larger than {MAX_BODY_BYTES} bytes")
         if not raw.strip():
@@ -106,7 +116,7 @@ class Api:
             raise BadRequest("request body is not valid JSON") from None
 
     def query(self, name: str) -> str | None:
-        params = self.app.current_request.query_params or {}
+        params: dict[str, str] = self.request.query_params or {}
         value = params.get(name)
         return str(value) if value else None
 

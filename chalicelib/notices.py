@@ -30,7 +30,7 @@ MAX_CUSTOM_SOURCE_CHARS = 4000
 MAX_CUSTOM_OUTPUT_CHARS = 20000
 # A notice never needs long loops; a low cap keeps a careless custom template cheap.
 MAX_TEMPLATE_RANGE = 1000
-# Bounds `a ** b` by the size of the result, so `10 ** 10 ** 10` cannot stall a worker.
+# Bounds `a ** b` by the size of the result, so `10 ** 10000000` cannot stall a worker.
 MAX_POWER_BITS = 10_000
 
 DEFAULT_LOCALE = "default"
@@ -325,9 +325,8 @@ def _template_error(name: str, exc: Exception) -> BadRequest:
     from jinja2 import TemplateError, TemplateNotFound, TemplateSyntaxError
 
     if isinstance(exc, TemplateSyntaxError):
-        where = exc.name if exc.name and exc.name != name else None
-        location = f"line {exc.lineno}" + (f" of {where}" if where else "")
-        return BadRequest(f"template {name}: {exc.message} ({location})")
+        # The broken file may be a layout or import rather than the template asked for.
+        return BadRequest(f"template {exc.name or name}: {exc.message} (line {exc.lineno})")
     if isinstance(exc, TemplateNotFound):
         return BadRequest(f"template {name}: template {exc.name!r} not found")
     if isinstance(exc, TemplateError):
@@ -344,8 +343,9 @@ def _environment() -> SandboxedEnvironment:
 
 def _build_environment(search_path: list[str]) -> SandboxedEnvironment:
     from jinja2 import FileSystemLoader, StrictUndefined
+    from jinja2.exceptions import SecurityError
     from jinja2.runtime import Context
-    from jinja2.sandbox import SandboxedEnvironment, SecurityError
+    from jinja2.sandbox import SandboxedEnvironment
 
     class NoticeEnvironment(SandboxedEnvironment):
         # The sandbox blocks attribute tricks but lets arithmetic build huge values; these
@@ -353,9 +353,14 @@ def _build_environment(search_path: list[str]) -> SandboxedEnvironment:
         intercepted_binops = frozenset({"**", "*"})
 
         def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-            if operator == "**" and isinstance(left, int) and isinstance(right, int):
-                if right > 0 and left.bit_length() * right > MAX_POWER_BITS:
-                    raise SecurityError("the result of ** is too large for a notice template")
+            if (
+                operator == "**"
+                and isinstance(left, int)
+                and isinstance(right, int)
+                and right > 0
+                and left.bit_length() * right > MAX_POWER_BITS
+            ):
+                raise SecurityError("the result of ** is too large for a notice template")
             if operator == "*":
                 for seq, count in ((left, right), (right, left)):
                     if (

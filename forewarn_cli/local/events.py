@@ -304,6 +304,11 @@ class _SqsSource:
 class EventRunner:
     """Runs a Chalice app's SQS and schedule handlers the way Lambda would.
 
+    ``concurrency`` pollers per queue (fewer if the handler's maximum_concurrency says
+    so) long-poll for ``poll_wait_seconds``, which also bounds how long stop() waits;
+    0 short-polls with a brief pause when the queue is empty.  ``time_scale`` makes
+    schedules run that many times faster, their events carrying the scaled time.
+
     ``stats[function_name]`` counts invocations, errors (raised exceptions and invalid
     batchItemFailures responses), messages_deleted and messages_failed (messages left
     on the queue for redelivery).

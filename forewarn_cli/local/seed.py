@@ -18,13 +18,60 @@ REGIONS = {
     "west": ("50667", "50668", "50670"),
     "central": ("60311", "60313"),
 }
-FIRST = ("Alex", "Sam", "Maria", "Jonas", "Amélie", "Lucía", "Noah", "Priya", "Chen", "Fatima",
-         "Oliver", "Emma", "Mateo", "Léa", "Ravi", "Sofia", "Liam", "Aisha", "Hugo", "Mia")
-LAST = ("Schmidt", "Garcia", "Nguyen", "Martin", "Okafor", "Rossi", "Dubois", "Kowalski",
-        "Silva", "Jensen", "Yilmaz", "Novak", "Brown", "Moreau", "Haddad")
-LOCALES = (("en", "America/New_York"), ("en", "Europe/London"), ("fr", "Europe/Paris"),
-           ("fr-CA", "America/Toronto"), ("es", "Europe/Madrid"), ("en", "Europe/Berlin"))
-CHANNEL_ORDERS = (["sms", "email"], ["email", "sms"], ["sms"], ["email"], ["social", "sms", "email"])
+FIRST = (
+    "Alex",
+    "Sam",
+    "Maria",
+    "Jonas",
+    "Amélie",
+    "Lucía",
+    "Noah",
+    "Priya",
+    "Chen",
+    "Fatima",
+    "Oliver",
+    "Emma",
+    "Mateo",
+    "Léa",
+    "Ravi",
+    "Sofia",
+    "Liam",
+    "Aisha",
+    "Hugo",
+    "Mia",
+)
+LAST = (
+    "Schmidt",
+    "Garcia",
+    "Nguyen",
+    "Martin",
+    "Okafor",
+    "Rossi",
+    "Dubois",
+    "Kowalski",
+    "Silva",
+    "Jensen",
+    "Yilmaz",
+    "Novak",
+    "Brown",
+    "Moreau",
+    "Haddad",
+)
+LOCALES = (
+    ("en", "America/New_York"),
+    ("en", "Europe/London"),
+    ("fr", "Europe/Paris"),
+    ("fr-CA", "America/Toronto"),
+    ("es", "Europe/Madrid"),
+    ("en", "Europe/Berlin"),
+)
+CHANNEL_ORDERS = (
+    ["sms", "email"],
+    ["email", "sms"],
+    ["sms"],
+    ["email"],
+    ["social", "sms", "email"],
+)
 SEGMENTS = ("business", "vip", "residential")
 
 
