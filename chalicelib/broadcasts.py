@@ -306,6 +306,9 @@ def plan_step(services: Services, broadcast_id: str) -> None:
             planned[channel] += 1
             jobs.append(delivery_job(broadcast_id, customer, channel))
     queues.send_json(settings.names.delivery_queue, jobs)
+    if page.done and selector is not None:
+        # Freeze before the final commit: a retry of this step can then still freeze it.
+        store.freeze_audience(broadcast.incident_id)
     committed = store.commit_plan_page(
         broadcast_id,
         expected_cursor=cursor,
@@ -321,8 +324,6 @@ def plan_step(services: Services, broadcast_id: str) -> None:
     if not page.done:
         queues.send_json(settings.names.planner_queue, [{"broadcast_id": broadcast_id}])
         return
-    if selector is not None:
-        store.freeze_audience(broadcast.incident_id)
     finish_if_complete(store, broadcast_id)
 
 

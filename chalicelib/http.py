@@ -116,8 +116,8 @@ class Api:
             raise BadRequest("request body is not valid JSON") from None
 
     def query(self, name: str) -> str | None:
-        params: dict[str, str] = self.request.query_params or {}
-        value = params.get(name)
+        params = self.request.query_params
+        value = params.get(name) if params else None
         return str(value) if value else None
 
     def authorize(self, token_header: str | None) -> AuthResponse:

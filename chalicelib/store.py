@@ -145,7 +145,7 @@ class Store:
         new_data = customer.to_dict()
         if old_item is not None:
             old_version = int(old_item.pop("version", 0))
-            if old_item == new_data:
+            if Customer.from_dict(old_item) == customer:
                 return "unchanged"
         customer_item = {**new_data, "version": (old_version + 1) if old_item else 1}
         put_customer: dict[str, Any] = {
@@ -194,11 +194,15 @@ class Store:
         sort_attr = "postal_key" if by_postal else "sub_key"
         request: dict[str, Any] = {
             "TableName": self.names.subscriptions,
-            "KeyConditionExpression": "service = :s AND begins_with(#k, :p)",
-            "ExpressionAttributeNames": {"#k": sort_attr},
-            "ExpressionAttributeValues": to_dynamo({":s": service, ":p": key_prefix}),
+            "KeyConditionExpression": "service = :s",
+            "ExpressionAttributeValues": to_dynamo({":s": service}),
             "Limit": limit,
         }
+        if key_prefix:
+            # DynamoDB refuses an empty string in a key condition: no prefix, no condition.
+            request["KeyConditionExpression"] += " AND begins_with(#k, :p)"
+            request["ExpressionAttributeNames"] = {"#k": sort_attr}
+            request["ExpressionAttributeValues"] = to_dynamo({":s": service, ":p": key_prefix})
         if by_postal:
             request["IndexName"] = "by-postal"
         if start_key:

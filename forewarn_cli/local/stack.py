@@ -49,6 +49,9 @@ class LocalStack:
     concurrency: int = 4
     schedules: bool = True
     token_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # An AWS API server someone else runs (e.g. moto_server in its own process, so that it
+    # does not share this process's GIL); None starts moto in a thread here.
+    external_aws_url: str | None = None
     _moto: Any = None
     _http: Any = None
     _http_thread: threading.Thread | None = None
@@ -57,6 +60,8 @@ class LocalStack:
 
     @property
     def aws_url(self) -> str:
+        if self.external_aws_url:
+            return self.external_aws_url.rstrip("/")
         return f"http://{self.host}:{self.aws_port}"
 
     @property
@@ -72,13 +77,14 @@ class LocalStack:
         self.start_events()
 
     def start_aws(self) -> None:
-        from moto.server import ThreadedMotoServer
+        if self.external_aws_url is None:
+            from moto.server import ThreadedMotoServer
 
-        self.aws_port = self.aws_port or free_port(self.host)
-        # One log line per AWS call drowns out everything else.
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._moto = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
-        self._moto.start()
+            self.aws_port = self.aws_port or free_port(self.host)
+            # One log line per AWS call drowns out everything else.
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)
+            self._moto = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
+            self._moto.start()
         os.environ.update(stage_environment(self.stage))
         os.environ.update(
             {

@@ -1,0 +1,173 @@
+"""The delivery worker under faults, on the local stack: each fault is injected into the
+real boto3 client through botocore's own event hooks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import Stack
+from factories import customer
+
+from chalicelib import aws, broadcasts, queues, runtime
+from chalicelib.deliveries import DeliveryJob, backoff_seconds, handle_batch
+from chalicelib.domain import BroadcastStatus, Channel
+from chalicelib.runtime import services
+from chalicelib.store import Store
+
+
+def provider_error(code: str, status: int = 400) -> tuple[Any, dict[str, Any]]:
+    from botocore.awsrequest import AWSResponse
+
+    return (
+        AWSResponse("http://fault", status, {}, None),
+        {"Error": {"Code": code, "Message": f"injected {code}"}, "ResponseMetadata": {}},
+    )
+
+
+@pytest.fixture
+def faults(stack: Stack) -> Iterator[Callable[[str, Callable[[dict[str, Any]], Any]], None]]:
+    registered: list[tuple[Any, str, Any]] = []
+
+    def inject(event: str, decide: Callable[[dict[str, Any]], Any]) -> None:
+        service = event.split(".")[1]
+        client = aws.client(service)
+
+        def handler(params: dict[str, Any], **kwargs: Any) -> Any:
+            # `params` is the serialised request; its body holds the operation's parameters.
+            return decide(params["body"])
+
+        client.meta.events.register(event, handler)
+        registered.append((client, event, handler))
+
+    yield inject
+    for client, event, handler in registered:
+        client.meta.events.unregister(event, handler)
+
+
+def sms_broadcast(count: int) -> str:
+    store = services().store
+    for index in range(count):
+        store.upsert_customer(customer(index, channels=("sms",)))
+    incident = {"title": "Outage", "services": ["mobile"], "regions": ["north"]}
+    from chalicelib import incidents
+
+    incident_id = incidents.create_incident(store, incident).incident_id
+    broadcast = broadcasts.create_broadcast(
+        services(), {"incident_id": incident_id, "channels": ["sms"]}, actor="olivia"
+    )
+    broadcasts.approve(services(), broadcast.broadcast_id, actor="olivia")
+    broadcasts.send(services(), broadcast.broadcast_id)
+    return broadcast.broadcast_id
+
+
+def counts(broadcast_id: str) -> tuple[BroadcastStatus, dict[str, int]]:
+    final = broadcasts.get_broadcast(services().store, broadcast_id)
+    sms = final.counts[Channel.SMS]
+    return final.status, {"planned": sms.planned, "sent": sms.sent, "failed": sms.failed}
+
+
+def test_throttled_sends_are_retried_and_delivered_once(
+    stack: Stack, faults: Any, run_queues: Callable[..., Any]
+) -> None:
+    seen: dict[str, int] = {}
+
+    def throttle_first_two(params: dict[str, Any]) -> Any:
+        seen[params["PhoneNumber"]] = seen.get(params["PhoneNumber"], 0) + 1
+        return provider_error("Throttling") if seen[params["PhoneNumber"]] <= 2 else None
+
+    faults("before-call.sns.Publish", throttle_first_two)
+    broadcast_id = sms_broadcast(3)
+    run_queues(timeout=90)
+    assert counts(broadcast_id) == (BroadcastStatus.SENT, {"planned": 3, "sent": 3, "failed": 0})
+    assert sorted(m["phone_number"] for m in stack.delivered()["sms"]) == sorted(seen)
+
+
+def test_an_invalid_number_fails_that_notice_once_and_the_broadcast_completes(
+    stack: Stack, faults: Any, run_queues: Callable[..., Any]
+) -> None:
+    attempts: list[str] = []
+
+    def reject_one(params: dict[str, Any]) -> Any:
+        attempts.append(params["PhoneNumber"])
+        return (
+            provider_error("InvalidParameter") if params["PhoneNumber"].endswith("0001") else None
+        )
+
+    faults("before-call.sns.Publish", reject_one)
+    broadcast_id = sms_broadcast(3)
+    run_queues()
+    assert counts(broadcast_id) == (BroadcastStatus.SENT, {"planned": 3, "sent": 2, "failed": 1})
+    assert attempts.count("+14155550001") == 1
+    reasons = [
+        d["reason"] for d in services().store.deliveries(broadcast_id) if d["status"] == "failed"
+    ]
+    assert reasons
+    assert reasons[0].startswith("InvalidParameter")
+
+
+def test_a_worker_stopped_after_sending_does_not_cause_a_second_send(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, run_queues: Callable[..., Any]
+) -> None:
+    monkeypatch.setenv("DELIVERY_LEASE_SECONDS", "1")
+    runtime.reset()
+    crashed: list[str] = []
+    real_record = Store.record_outcome
+
+    def crash_once(self: Store, *args: Any, **kwargs: Any) -> bool:
+        if not crashed:
+            crashed.append(args[1])
+            raise RuntimeError("worker killed before recording")
+        return real_record(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "record_outcome", crash_once)
+    broadcast_id = sms_broadcast(2)
+    run_queues(timeout=90)
+    assert crashed
+    assert counts(broadcast_id) == (BroadcastStatus.SENT, {"planned": 2, "sent": 2, "failed": 0})
+    assert len(stack.delivered()["sms"]) == 2
+    in_doubt = [d for d in services().store.deliveries(broadcast_id) if d["reason"]]
+    assert [d["customer_id"] for d in in_doubt] == crashed
+
+
+def test_a_duplicate_queue_message_sends_nothing_more(
+    stack: Stack, run_queues: Callable[..., Any]
+) -> None:
+    broadcast_id = sms_broadcast(2)
+    run_queues()
+    one = customer(0, channels=("sms",))
+    job = broadcasts.delivery_job(broadcast_id, one, Channel.SMS)
+    queues.send_json(services().settings.names.delivery_queue, [job, job])
+    run_queues()
+    assert len(stack.delivered()["sms"]) == 2
+    assert counts(broadcast_id)[1]["sent"] == 2
+
+
+def test_a_malformed_job_is_reported_failed_so_it_reaches_the_dead_letter_queue(
+    stack: Stack,
+) -> None:
+    from chalicelib.queues import QueueMessage
+
+    url = queues.queue_url(services().settings.names.delivery_queue)
+    aws.client("sqs").send_message(QueueUrl=url, MessageBody="{not json")
+    message = aws.client("sqs").receive_message(QueueUrl=url)["Messages"][0]
+    failed = handle_batch(
+        services(),
+        [QueueMessage(message["MessageId"], message["Body"], message["ReceiptHandle"], 1)],
+    )
+    assert failed == [message["MessageId"]]
+
+
+def test_backoff_grows_with_each_receive_and_is_capped() -> None:
+    assert 1 <= backoff_seconds(1) <= 2
+    assert 64 <= backoff_seconds(7) <= 128
+    assert backoff_seconds(50) <= 900
+
+
+def test_delivery_job_round_trips_through_json() -> None:
+    job = broadcasts.delivery_job("b1", customer(3), Channel.EMAIL)
+    parsed = DeliveryJob.from_json(json.dumps(job))
+    assert parsed.customer == customer(3)
+    assert parsed.channel is Channel.EMAIL
