@@ -48,18 +48,18 @@ def get_customer(principal: Principal, customer_id: str) -> dict[str, Any]:
 @api.route("/api/incidents", methods=("POST",), roles=(OPS,), status=201)
 def create_incident(principal: Principal) -> dict[str, Any]:
     incident = incidents.create_incident(services().store, api.body())
-    return incidents.incident_to_dict(incident)
+    return incident.to_dict()
 
 
 @api.route("/api/incidents/{incident_id}", roles=(OPS, SOCIAL))
 def get_incident(principal: Principal, incident_id: str) -> dict[str, Any]:
-    return incidents.incident_to_dict(incidents.get_incident(services().store, incident_id))
+    return incidents.get_incident(services().store, incident_id).to_dict()
 
 
 @api.route("/api/incidents/{incident_id}", methods=("PATCH",), roles=(OPS,))
 def update_incident(principal: Principal, incident_id: str) -> dict[str, Any]:
     incident = incidents.update_incident(services().store, incident_id, api.body())
-    return incidents.incident_to_dict(incident)
+    return incident.to_dict()
 
 
 @api.route("/api/incidents/{incident_id}/broadcasts", roles=(OPS,))

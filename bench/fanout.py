@@ -299,7 +299,12 @@ def _messages() -> tuple[str, dict[tuple[str, str], _Message]]:
 
 
 def _audience(dynamodb: Any, table: str, page_size: int) -> Iterator[dict[str, Any]]:
-    """Every audience member once, read with the planner's Query pages."""
+    """Every audience member once, read with the planner's Query pages.
+
+    The selector names every service and nothing else, so the planner reads each service's
+    partition whole, without a sort-key condition; a customer with several services is
+    sent to once, from the first service it appears under.
+    """
     from boto3.dynamodb.types import TypeDeserializer
 
     deserializer = TypeDeserializer()
@@ -307,9 +312,8 @@ def _audience(dynamodb: Any, table: str, page_size: int) -> Iterator[dict[str, A
     for service in SERVICES:
         request: dict[str, Any] = {
             "TableName": table,
-            "KeyConditionExpression": "service = :s AND begins_with(#k, :p)",
-            "ExpressionAttributeNames": {"#k": "sub_key"},
-            "ExpressionAttributeValues": {":s": {"S": service}, ":p": {"S": ""}},
+            "KeyConditionExpression": "service = :s",
+            "ExpressionAttributeValues": {":s": {"S": service}},
             "Limit": page_size,
         }
         while True:

@@ -9,6 +9,7 @@ sent (in doubt) rather than repeated — a duplicate is the worse failure for a 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -94,12 +95,11 @@ def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
         return Outcome.DUPLICATE
     if claim.state is ClaimState.IN_FLIGHT:
         return Outcome.RETRY
+    settle = functools.partial(
+        store.record_outcome, job.broadcast_id, customer_id, channel, attempt_id=claim.attempt_id
+    )
     if claim.state is ClaimState.IN_DOUBT:
-        store.record_outcome(
-            job.broadcast_id,
-            customer_id,
-            channel,
-            attempt_id=claim.attempt_id,
+        settle(
             status="sent",
             counter="sent",
             reason="in doubt: the previous worker stopped after calling the provider",
@@ -118,25 +118,9 @@ def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
         )
         return Outcome.RETRY
     except channels.PermanentSendError as exc:
-        store.record_outcome(
-            job.broadcast_id,
-            customer_id,
-            channel,
-            attempt_id=claim.attempt_id,
-            status="failed",
-            counter="failed",
-            reason=exc.reason,
-        )
+        settle(status="failed", counter="failed", reason=exc.reason)
         return Outcome.FAILED
-    store.record_outcome(
-        job.broadcast_id,
-        customer_id,
-        channel,
-        attempt_id=claim.attempt_id,
-        status="sent",
-        counter="sent",
-        provider_id=provider_id,
-    )
+    settle(status="sent", counter="sent", provider_id=provider_id)
     return Outcome.SENT
 
 

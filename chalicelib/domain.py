@@ -202,6 +202,33 @@ class Incident:
     next_update_due: str | None = None
     audience_frozen: bool = False
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "incident_id": self.incident_id,
+            "title": self.title,
+            "status": self.status.value,
+            "services": list(self.services),
+            "regions": list(self.regions),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "next_update_due": self.next_update_due,
+            "audience_frozen": self.audience_frozen,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Incident:
+        return cls(
+            incident_id=str(data["incident_id"]),
+            title=str(data["title"]),
+            status=IncidentStatus(data["status"]),
+            services=tuple(data.get("services", ())),
+            regions=tuple(data.get("regions", ())),
+            created_at=str(data["created_at"]),
+            updated_at=str(data["updated_at"]),
+            next_update_due=data.get("next_update_due"),
+            audience_frozen=bool(data.get("audience_frozen", False)),
+        )
+
     def advance(self, status: IncidentStatus, now: datetime) -> Incident:
         """Incidents move forward only: investigating → identified → monitoring → resolved."""
         if INCIDENT_ORDER.index(status) < INCIDENT_ORDER.index(self.status):

@@ -103,17 +103,3 @@ def update_incident(
         updated = replace(updated, updated_at=iso(moment))
     store.save_incident(updated, expected_updated_at=current.updated_at)
     return updated
-
-
-def incident_to_dict(incident: Incident) -> dict[str, object]:
-    return {
-        "incident_id": incident.incident_id,
-        "title": incident.title,
-        "status": incident.status.value,
-        "services": list(incident.services),
-        "regions": list(incident.regions),
-        "created_at": incident.created_at,
-        "updated_at": incident.updated_at,
-        "next_update_due": incident.next_update_due,
-        "audience_frozen": incident.audience_frozen,
-    }

@@ -26,7 +26,6 @@ from chalicelib.domain import (
     ChannelCounts,
     Customer,
     Incident,
-    IncidentStatus,
     Phase,
 )
 from chalicelib.errors import Conflict
@@ -172,14 +171,8 @@ class Store:
                     actions.append(
                         {"Delete": {"TableName": self.names.subscriptions, "Key": to_dynamo(key)}}
                     )
-        try:
-            self.db.transact_write_items(TransactItems=actions)
-        except Exception as exc:
-            if _is_conditional_failure(exc):
-                raise Conflict(
-                    f"customer {customer.customer_id} was changed concurrently; retry"
-                ) from None
-            raise
+        if not self._write_if("transact_write_items", TransactItems=actions):
+            raise Conflict(f"customer {customer.customer_id} was changed concurrently; retry")
         return "updated" if old_item else "created"
 
     def query_subscriptions(
@@ -219,26 +212,23 @@ class Store:
     def create_incident(self, incident: Incident) -> None:
         self.db.put_item(
             TableName=self.names.incidents,
-            Item=to_dynamo(_incident_item(incident)),
+            Item=to_dynamo(incident.to_dict()),
             ConditionExpression="attribute_not_exists(incident_id)",
         )
 
     def get_incident(self, incident_id: str) -> Incident | None:
         item = self._get(self.names.incidents, {"incident_id": incident_id})
-        return _incident_from(item) if item else None
+        return Incident.from_dict(item) if item else None
 
     def save_incident(self, incident: Incident, *, expected_updated_at: str) -> None:
-        try:
-            self.db.put_item(
-                TableName=self.names.incidents,
-                Item=to_dynamo(_incident_item(incident)),
-                ConditionExpression="updated_at = :u",
-                ExpressionAttributeValues=to_dynamo({":u": expected_updated_at}),
-            )
-        except Exception as exc:
-            if _is_conditional_failure(exc):
-                raise Conflict("incident was changed concurrently; reload and retry") from None
-            raise
+        if not self._write_if(
+            "put_item",
+            TableName=self.names.incidents,
+            Item=to_dynamo(incident.to_dict()),
+            ConditionExpression="updated_at = :u",
+            ExpressionAttributeValues=to_dynamo({":u": expected_updated_at}),
+        ):
+            raise Conflict("incident was changed concurrently; reload and retry")
 
     def freeze_audience(self, incident_id: str) -> None:
         self.db.update_item(
@@ -306,20 +296,15 @@ class Store:
         for i, (name, value) in enumerate(attributes.items()):
             sets.append(f"{name} = :a{i}")
             values[f":a{i}"] = value
-        try:
-            self.db.update_item(
-                TableName=self.names.broadcasts,
-                Key=to_dynamo({"broadcast_id": broadcast_id}),
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression="#s = :from",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues=to_dynamo(values),
-            )
-        except Exception as exc:
-            if _is_conditional_failure(exc):
-                return False
-            raise
-        return True
+        return self._write_if(
+            "update_item",
+            TableName=self.names.broadcasts,
+            Key=to_dynamo({"broadcast_id": broadcast_id}),
+            UpdateExpression="SET " + ", ".join(sets),
+            ConditionExpression="#s = :from",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=to_dynamo(values),
+        )
 
     def commit_plan_page(
         self,
@@ -343,22 +328,17 @@ class Store:
         for i, (channel, count) in enumerate(planned.items()):
             adds.append(f"{counter_name(channel, 'planned')} :p{i}")
             values[f":p{i}"] = count
-        try:
-            self.db.update_item(
-                TableName=self.names.broadcasts,
-                Key=to_dynamo({"broadcast_id": broadcast_id}),
-                UpdateExpression=(
-                    "SET plan_cursor = :next, planning_done = :done, plan_touched = :now "
-                    "ADD " + ", ".join(adds)
-                ),
-                ConditionExpression="plan_cursor = :expected",
-                ExpressionAttributeValues=to_dynamo(values),
-            )
-        except Exception as exc:
-            if _is_conditional_failure(exc):
-                return False
-            raise
-        return True
+        return self._write_if(
+            "update_item",
+            TableName=self.names.broadcasts,
+            Key=to_dynamo({"broadcast_id": broadcast_id}),
+            UpdateExpression=(
+                "SET plan_cursor = :next, planning_done = :done, plan_touched = :now "
+                "ADD " + ", ".join(adds)
+            ),
+            ConditionExpression="plan_cursor = :expected",
+            ExpressionAttributeValues=to_dynamo(values),
+        )
 
     # -- audience snapshots ---------------------------------------------------------------
 
@@ -462,57 +442,50 @@ class Store:
             ":pid": provider_id or "",
             ":reason": reason or "",
         }
-        try:
-            self.db.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self.names.deliveries,
-                            "Key": to_dynamo(key),
-                            "UpdateExpression": (
-                                "SET #s = :status, updated_at = :now, provider_id = :pid, "
-                                "reason = :reason REMOVE lease_until"
-                            ),
-                            "ConditionExpression": "#s = :sending AND attempt_id = :a",
-                            "ExpressionAttributeNames": {"#s": "status"},
-                            "ExpressionAttributeValues": to_dynamo(values),
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self.names.broadcasts,
-                            "Key": to_dynamo({"broadcast_id": broadcast_id}),
-                            "UpdateExpression": f"ADD {counter_name(channel, counter)} :one",
-                            "ExpressionAttributeValues": to_dynamo({":one": 1}),
-                        }
-                    },
-                ]
-            )
-        except Exception as exc:
-            if _is_conditional_failure(exc):
-                return False
-            raise
-        return True
+        return self._write_if(
+            "transact_write_items",
+            TransactItems=[
+                {
+                    "Update": {
+                        "TableName": self.names.deliveries,
+                        "Key": to_dynamo(key),
+                        "UpdateExpression": (
+                            "SET #s = :status, updated_at = :now, provider_id = :pid, "
+                            "reason = :reason REMOVE lease_until"
+                        ),
+                        "ConditionExpression": "#s = :sending AND attempt_id = :a",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": to_dynamo(values),
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self.names.broadcasts,
+                        "Key": to_dynamo({"broadcast_id": broadcast_id}),
+                        "UpdateExpression": f"ADD {counter_name(channel, counter)} :one",
+                        "ExpressionAttributeValues": to_dynamo({":one": 1}),
+                    }
+                },
+            ],
+        )
 
     def release_delivery(
         self, broadcast_id: str, customer_id: str, channel: Channel, *, attempt_id: str, reason: str
     ) -> None:
         """Give a claim back after a transient failure, so a retry can claim it again."""
         key = {"broadcast_id": broadcast_id, "recipient_key": f"{customer_id}#{channel.value}"}
-        try:
-            self.db.update_item(
-                TableName=self.names.deliveries,
-                Key=to_dynamo(key),
-                UpdateExpression="SET #s = :retry, reason = :reason REMOVE lease_until",
-                ConditionExpression="#s = :sending AND attempt_id = :a",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues=to_dynamo(
-                    {":retry": "retry", ":reason": reason, ":sending": "sending", ":a": attempt_id}
-                ),
-            )
-        except Exception as exc:
-            if not _is_conditional_failure(exc):
-                raise
+        # A claim that is no longer ours was settled by someone else: nothing to give back.
+        self._write_if(
+            "update_item",
+            TableName=self.names.deliveries,
+            Key=to_dynamo(key),
+            UpdateExpression="SET #s = :retry, reason = :reason REMOVE lease_until",
+            ConditionExpression="#s = :sending AND attempt_id = :a",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=to_dynamo(
+                {":retry": "retry", ":reason": reason, ":sending": "sending", ":a": attempt_id}
+            ),
+        )
 
     def deliveries(self, broadcast_id: str) -> Iterable[Item]:
         paginator = self.db.get_paginator("query")
@@ -525,6 +498,16 @@ class Store:
                 yield from_dynamo(item)
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _write_if(self, operation: str, **request: Any) -> bool:
+        """Run a conditional write; False when its condition did not hold."""
+        try:
+            getattr(self.db, operation)(**request)
+        except Exception as exc:
+            if _is_conditional_failure(exc):
+                return False
+            raise
+        return True
 
     def _get(self, table: str, key: Mapping[str, Any], *, consistent: bool = False) -> Item | None:
         response = self.db.get_item(TableName=table, Key=to_dynamo(key), ConsistentRead=consistent)
@@ -540,34 +523,6 @@ class Store:
                 return
             time.sleep(min(2.0, 0.05 * 2**attempt))
         raise RuntimeError(f"DynamoDB left {len(pending[table])} writes to {table} unprocessed")
-
-
-def _incident_item(incident: Incident) -> Item:
-    return {
-        "incident_id": incident.incident_id,
-        "title": incident.title,
-        "status": incident.status.value,
-        "services": list(incident.services),
-        "regions": list(incident.regions),
-        "created_at": incident.created_at,
-        "updated_at": incident.updated_at,
-        "next_update_due": incident.next_update_due,
-        "audience_frozen": incident.audience_frozen,
-    }
-
-
-def _incident_from(item: Item) -> Incident:
-    return Incident(
-        incident_id=item["incident_id"],
-        title=item["title"],
-        status=IncidentStatus(item["status"]),
-        services=tuple(item.get("services", ())),
-        regions=tuple(item.get("regions", ())),
-        created_at=item["created_at"],
-        updated_at=item["updated_at"],
-        next_update_due=item.get("next_update_due"),
-        audience_frozen=bool(item.get("audience_frozen", False)),
-    )
 
 
 def _broadcast_from(item: Item) -> Broadcast:
