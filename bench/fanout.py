@@ -37,7 +37,7 @@ GOAL = Goal("at_least", 0.7)
 CONCURRENCY = 4
 POLL_SECONDS = 0.1
 # A run that makes no progress for this long is stuck, not slow.
-STALL_SECONDS = 120.0
+STALL_SECONDS = 30.0
 AUDIENCE = {"services": list(SERVICES)}
 
 

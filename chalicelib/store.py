@@ -117,6 +117,20 @@ def subscription_keys(customer: Customer) -> list[dict[str, str]]:
     ]
 
 
+def customer_items(customer: Customer, version: int) -> tuple[Item, list[Item]]:
+    """The customer row and its audience index rows, which carry the whole customer."""
+    data = customer.to_dict()
+    rows = [
+        {
+            **key,
+            "postal_key": f"{sub.postal_code}#{sub.region}#{customer.customer_id}",
+            "customer": data,
+        }
+        for key, sub in zip(subscription_keys(customer), customer.services, strict=True)
+    ]
+    return {**data, "version": version}, rows
+
+
 class Store:
     def __init__(self, names: Names, dynamodb: Any | None = None) -> None:
         self.names = names
@@ -141,12 +155,11 @@ class Store:
         customer makes this raise Conflict rather than leave stale index rows.
         """
         old_item = self._get(self.names.customers, {"customer_id": customer.customer_id})
-        new_data = customer.to_dict()
         if old_item is not None:
             old_version = int(old_item.pop("version", 0))
             if Customer.from_dict(old_item) == customer:
                 return "unchanged"
-        customer_item = {**new_data, "version": (old_version + 1) if old_item else 1}
+        customer_item, rows = customer_items(customer, (old_version + 1) if old_item else 1)
         put_customer: dict[str, Any] = {
             "TableName": self.names.customers,
             "Item": to_dynamo(customer_item),
@@ -157,14 +170,10 @@ class Store:
             put_customer["ConditionExpression"] = "version = :v"
             put_customer["ExpressionAttributeValues"] = to_dynamo({":v": old_version})
         actions: list[dict[str, Any]] = [{"Put": put_customer}]
+        actions.extend(
+            {"Put": {"TableName": self.names.subscriptions, "Item": to_dynamo(row)}} for row in rows
+        )
         new_keys = subscription_keys(customer)
-        for key, sub in zip(new_keys, customer.services, strict=True):
-            row = {
-                **key,
-                "postal_key": f"{sub.postal_code}#{sub.region}#{customer.customer_id}",
-                "customer": new_data,
-            }
-            actions.append({"Put": {"TableName": self.names.subscriptions, "Item": to_dynamo(row)}})
         if old_item is not None:
             for key in subscription_keys(Customer.from_dict(old_item)):
                 if key not in new_keys:
@@ -174,6 +183,22 @@ class Store:
         if not self._write_if("transact_write_items", TransactItems=actions):
             raise Conflict(f"customer {customer.customer_id} was changed concurrently; retry")
         return "updated" if old_item else "created"
+
+    def load_new_customers(self, customers: Sequence[Customer]) -> None:
+        """Bulk-write customers known to be new (seeding empty tables): 25 items a call,
+        no transaction and no clean-up of old index rows, unlike `upsert_customer`."""
+        customer_requests: list[dict[str, Any]] = []
+        row_requests: list[dict[str, Any]] = []
+        for customer in customers:
+            customer_item, rows = customer_items(customer, 1)
+            customer_requests.append({"PutRequest": {"Item": to_dynamo(customer_item)}})
+            row_requests.extend({"PutRequest": {"Item": to_dynamo(row)}} for row in rows)
+        for table, requests in (
+            (self.names.customers, customer_requests),
+            (self.names.subscriptions, row_requests),
+        ):
+            for start in range(0, len(requests), 25):
+                self._batch_write(table, requests[start : start + 25])
 
     def query_subscriptions(
         self,

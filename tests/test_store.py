@@ -10,7 +10,7 @@ from chalicelib.store import ClaimState
 
 def subscription_rows(service: str) -> list[str]:
     page = services().store.query_subscriptions(
-        service, by_postal=False, key_prefix="", start_key=None, limit=100
+        service, by_postal=False, key_prefix="", start_key=None, limit=1000
     )
     return [row.sort_key for row in page.items]
 
@@ -79,3 +79,11 @@ def test_an_outcome_is_recorded_only_by_the_attempt_that_holds_the_claim(stack: 
     assert not store.record_outcome(
         "b1", "c1", Channel.SMS, attempt_id=claim.attempt_id, status="sent", counter="sent"
     )
+
+
+def test_bulk_loaded_customers_are_the_same_as_upserted_ones(stack: Stack) -> None:
+    store = services().store
+    store.load_new_customers([customer(i) for i in range(30)])
+    assert len(subscription_rows("mobile")) == 30
+    assert store.upsert_customer(customer(7)) == "unchanged"
+    assert store.upsert_customer(customer(7, name="Kim Moved")) == "updated"

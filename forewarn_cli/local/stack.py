@@ -114,8 +114,7 @@ class LocalStack:
             customers, rejected = validate_batch(rows[start : start + MAX_BATCH])
             if rejected:
                 raise RuntimeError(f"demo data has invalid rows: {rejected[0].to_dict()}")
-            for customer in customers:
-                store.upsert_customer(customer)
+            store.load_new_customers(customers)
         return len(rows)
 
     def load_app(self) -> ModuleType:
