@@ -19,6 +19,7 @@ no per-recipient rendering, no audience snapshot.
 
 from __future__ import annotations
 
+import resource
 import time
 import uuid
 from collections import Counter
@@ -35,10 +36,15 @@ from forewarn_cli.local.stack import LocalStack, free_port
 NAME = "fanout"
 GOAL = Goal("at_least", 0.7)
 CONCURRENCY = 4
-POLL_SECONDS = 0.1
+POLL_SECONDS = 0.05
 # A run that makes no progress for this long is stuck, not slow.
-STALL_SECONDS = 30.0
+STALL_SECONDS = 120.0
 AUDIENCE = {"services": list(SERVICES)}
+
+
+def _process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class BenchError(RuntimeError):
@@ -54,6 +60,9 @@ class Run:
     emails_recorded: int
     seed_seconds: float
     server_rss_mb: float
+    # Where the time went: CPU seconds of the AWS server per action, and of this process.
+    server_cpu: dict[str, dict[str, float]]
+    client_cpu_seconds: float
     extra: dict[str, Any]
 
     @property
@@ -75,6 +84,12 @@ class Run:
             "lost": max(0, self.recipients - self.recorded),
             "seed_seconds": round(self.seed_seconds, 1),
             "server_rss_mb_after": round(self.server_rss_mb),
+            "client_cpu_seconds": round(self.client_cpu_seconds, 1),
+            "server_cpu_seconds": round(sum(a["cpu_s"] for a in self.server_cpu.values()), 1),
+            "server_cpu_by_action": {
+                name: {"calls": int(a["calls"]), "cpu_s": round(a["cpu_s"], 2)}
+                for name, a in sorted(self.server_cpu.items(), key=lambda kv: -kv[1]["cpu_s"])
+            },
             **self.extra,
         }
 
@@ -116,28 +131,11 @@ def _stack(moto: MotoProcess, concurrency: int) -> LocalStack:
     return stack
 
 
-def seed(count: int, workers: int = CONCURRENCY) -> float:
-    """LocalStack.seed's customers, written by a thread pool; returns the seconds it took.
-
-    LocalStack.seed writes one customer at a time (about 13 ms each here, over two minutes
-    for 10,000, twice per run); seeding is not measured, so it may as well overlap.
-    """
-    from chalicelib.customers import MAX_BATCH, validate_batch
-    from chalicelib.runtime import services
-
+def seed(stack: LocalStack, count: int) -> float:
+    """The demo customers, as `forewarn run` seeds them; returns the seconds it took."""
     started = time.perf_counter()
-    rows = list(demo_customers(count))
-    customers = []
-    for start in range(0, len(rows), MAX_BATCH):
-        valid, rejected = validate_batch(rows[start : start + MAX_BATCH])
-        if rejected:
-            raise BenchError(f"demo data has invalid rows: {rejected[0].to_dict()}")
-        customers.extend(valid)
-    store = services().store
-    with ThreadPoolExecutor(workers) as pool:
-        outcomes = Counter(pool.map(store.upsert_customer, customers))
-    if outcomes != Counter({"created": count}):
-        raise BenchError(f"seeding {count} customers gave {dict(outcomes)}")
+    if stack.seed(count) != count:
+        raise BenchError(f"seeding did not write {count} customers")
     return time.perf_counter() - started
 
 
@@ -163,7 +161,7 @@ def run_forewarn(moto: MotoProcess, recipients: int, *, concurrency: int) -> Run
 
     stack = _stack(moto, concurrency)
     try:
-        seed_seconds = seed(recipients)
+        seed_seconds = seed(stack, recipients)
         svc = services()
         incident = incidents.create_incident(
             svc.store, {"title": "Benchmark outage", "services": list(SERVICES)}
@@ -173,24 +171,25 @@ def run_forewarn(moto: MotoProcess, recipients: int, *, concurrency: int) -> Run
             {"incident_id": incident.incident_id, "audience": AUDIENCE},
             actor="bench",
         )
-        audience = broadcasts.count_audience(svc.store, broadcast, svc.settings.plan_page_size)
-        if audience.total != recipients or audience.unreachable:
-            raise BenchError(
-                f"the selector reaches {audience.total} customers ({audience.unreachable} "
-                f"unreachable), not all {recipients}"
-            )
         stack.start_events()
-        started = time.perf_counter()
+        moto.cpu_by_action(clear=True)
+        cpu, started = _process_cpu(), time.perf_counter()
         broadcasts.approve(svc, broadcast.broadcast_id, actor="bench")
         broadcasts.send(svc, broadcast.broadcast_id)
-        final = _wait_until_sent(broadcast.broadcast_id)
+        final = _wait_until_sent(broadcast.broadcast_id, stack.runner, recipients)
         seconds = time.perf_counter() - started
+        client_cpu, server_cpu = _process_cpu() - cpu, moto.cpu_by_action()
         stats = dict(stack.runner.stats) if stack.runner is not None else {}
     finally:
         stack.stop()
+    # Every seeded customer takes a service, so the selector must have reached them all.
+    planned = sum(c.planned for c in final.counts.values())
+    if planned != recipients or final.unreachable:
+        raise BenchError(
+            f"the selector reached {planned} customers ({final.unreachable} unreachable), "
+            f"not all {recipients}"
+        )
     by_channel = {c.value: n.sent for c, n in final.counts.items()}
-    if sum(by_channel.values()) != recipients:
-        raise BenchError(f"broadcast counted {by_channel}, expected {recipients} in all")
     sms, emails = check_delivered(moto, recipients, by_channel)
     return Run(
         recipients=recipients,
@@ -200,11 +199,19 @@ def run_forewarn(moto: MotoProcess, recipients: int, *, concurrency: int) -> Run
         emails_recorded=emails,
         seed_seconds=seed_seconds,
         server_rss_mb=moto.rss_mb(),
+        server_cpu=server_cpu,
+        client_cpu_seconds=client_cpu,
         extra={"handler_stats": stats},
     )
 
 
-def _wait_until_sent(broadcast_id: str) -> Any:
+def _wait_until_sent(broadcast_id: str, runner: Any, recipients: int) -> Any:
+    """The broadcast once it is sent with planned == sent on every channel.
+
+    Reading the broadcast is a DynamoDB call that the baseline does not make, so it is
+    read only once the runner has deleted as many delivery messages as there are
+    recipients (an in-process count, free); until then progress is watched there.
+    """
     from chalicelib.broadcasts import get_broadcast
     from chalicelib.domain import BroadcastStatus
     from chalicelib.runtime import services
@@ -212,20 +219,22 @@ def _wait_until_sent(broadcast_id: str) -> Any:
     store = services().store
     progress, moved = -1, time.monotonic()
     while True:
-        broadcast = get_broadcast(store, broadcast_id)
-        counts = broadcast.counts.values()
-        if any(c.failed or c.suppressed for c in counts):
-            raise BenchError(f"deliveries failed: {broadcast.to_dict()['counts']}")
-        if (
-            broadcast.status is BroadcastStatus.SENT
-            and broadcast.planning_done
-            and all(c.planned == c.sent for c in counts)
-        ):
-            return broadcast
-        done = sum(c.sent for c in counts)
-        if done != progress:
-            progress, moved = done, time.monotonic()
+        deleted = int(runner.stats.get("deliver_notices", {}).get("messages_deleted", 0))
+        if deleted >= recipients:
+            broadcast = get_broadcast(store, broadcast_id)
+            counts = broadcast.counts.values()
+            if any(c.failed or c.suppressed for c in counts):
+                raise BenchError(f"deliveries failed: {broadcast.to_dict()['counts']}")
+            if (
+                broadcast.status is BroadcastStatus.SENT
+                and broadcast.planning_done
+                and all(c.planned == c.sent for c in counts)
+            ):
+                return broadcast
+        if deleted != progress:
+            progress, moved = deleted, time.monotonic()
         elif time.monotonic() - moved > STALL_SECONDS:
+            broadcast = get_broadcast(store, broadcast_id)
             raise BenchError(f"no progress for {STALL_SECONDS:.0f} s: {broadcast.to_dict()}")
         time.sleep(POLL_SECONDS)
 
@@ -333,13 +342,14 @@ def run_baseline(moto: MotoProcess, recipients: int, *, concurrency: int) -> Run
 
     stack = _stack(moto, concurrency)
     try:
-        seed_seconds = seed(recipients)
+        seed_seconds = seed(stack, recipients)
         settings = services().settings
         names = settings.names
         clients = _clients()
         broadcast_id, messages = _messages()
         deliver = _Deliverer(clients, names.deliveries, names.broadcasts, broadcast_id, settings)
-        started = time.perf_counter()
+        moto.cpu_by_action(clear=True)
+        cpu, started = _process_cpu(), time.perf_counter()
         futures: list[Future[str]] = []
         with ThreadPoolExecutor(concurrency) as pool:
             for customer in _audience(
@@ -350,6 +360,7 @@ def run_baseline(moto: MotoProcess, recipients: int, *, concurrency: int) -> Run
                 futures.append(pool.submit(deliver, customer, message))
         by_channel = dict(Counter(f.result() for f in futures))  # re-raises any failure
         seconds = time.perf_counter() - started
+        client_cpu, server_cpu = _process_cpu() - cpu, moto.cpu_by_action()
     finally:
         stack.stop()
     if len(futures) != recipients:
@@ -363,6 +374,8 @@ def run_baseline(moto: MotoProcess, recipients: int, *, concurrency: int) -> Run
         emails_recorded=emails,
         seed_seconds=seed_seconds,
         server_rss_mb=moto.rss_mb(),
+        server_cpu=server_cpu,
+        client_cpu_seconds=client_cpu,
         extra={},
     )
 
