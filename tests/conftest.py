@@ -4,7 +4,6 @@ set of the resources of `infra/` for every test that asks for `stack`."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import urllib.request
 from collections.abc import Iterator
@@ -40,11 +39,9 @@ os.environ.update(
 
 @pytest.fixture(scope="session")
 def aws_server() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
+    from forewarn_cli.local.awsserver import start_in_process
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=AWS_PORT, verbose=False)
-    server.start()
+    server = start_in_process("127.0.0.1", AWS_PORT)
     yield AWS_URL
     server.stop()
 

@@ -78,13 +78,10 @@ class LocalStack:
 
     def start_aws(self) -> None:
         if self.external_aws_url is None:
-            from moto.server import ThreadedMotoServer
+            from forewarn_cli.local.awsserver import start_in_process
 
             self.aws_port = self.aws_port or free_port(self.host)
-            # One log line per AWS call drowns out everything else.
-            logging.getLogger("werkzeug").setLevel(logging.WARNING)
-            self._moto = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
-            self._moto.start()
+            self._moto = start_in_process(self.host, self.aws_port)
         os.environ.update(stage_environment(self.stage))
         os.environ.update(
             {
