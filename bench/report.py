@@ -26,8 +26,9 @@ reported as not met. The fan-out runs also check exactly-once delivery (0 duplic
 
 FANOUT_METHOD = """\
 **Forewarn** — `LocalStack(customers=0, schedules=False, concurrency=4)` against a moto
-server in its own process (`bench/motoserver.py`), so that the AWS stand-in does not
-share a GIL with the code measured. The demo data set (`forewarn_cli/local/seed.py`) is
+server in its own process (`forewarn_cli/local/awsserver.py`, which `forewarn run` runs
+in-process), so that the AWS stand-in does not share a GIL with the code measured. The
+demo data set (`forewarn_cli/local/seed.py`) is
 seeded, not timed; every demo customer takes at least one service, so the audience
 `{"services": ["mobile", "broadband", "tv"]}` reaches all of them (checked: the planned
 count equals the customers seeded, none unreachable). Timed: `broadcasts.approve` +
@@ -51,7 +52,8 @@ the messages have the same size), and (3) settle with the same two-update
 `transact_write_items` as `Store.record_outcome`. No queues, no per-recipient rendering,
 no audience snapshot, no status reads.
 
-**The local AWS server.** `bench/motoserver.py` is moto's own server with three changes,
+**The local AWS server.** `forewarn_cli/local/awsserver.py` is moto's own server with three
+changes,
 made so that moto behaves like the services rather than to make calls cheap: a DynamoDB
 transaction backs up only the items it touches (stock moto deep-copies whole tables,
 which made a 10,000-recipient run impossible); finding SQS messages reads the clock once
