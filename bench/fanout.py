@@ -209,10 +209,11 @@ def _wait_until_sent(broadcast_id: str, runner: Any, recipients: int) -> Any:
     """The broadcast once it is sent with planned == sent on every channel.
 
     Reading the broadcast is a DynamoDB call that the baseline does not make, so it is
-    read only once the runner has deleted as many delivery messages as there are
-    recipients (an in-process count, free); until then progress is watched there.
+    read only once the runner has deleted as many delivery messages as the recipients
+    need (an in-process count, free; a message carries up to RECIPIENTS_PER_JOB of them);
+    until then progress is watched there.
     """
-    from chalicelib.broadcasts import get_broadcast
+    from chalicelib.broadcasts import RECIPIENTS_PER_JOB, get_broadcast
     from chalicelib.domain import BroadcastStatus
     from chalicelib.runtime import services
 
@@ -220,7 +221,7 @@ def _wait_until_sent(broadcast_id: str, runner: Any, recipients: int) -> Any:
     progress, moved = -1, time.monotonic()
     while True:
         deleted = int(runner.stats.get("deliver_notices", {}).get("messages_deleted", 0))
-        if deleted >= recipients:
+        if deleted >= -(-recipients // RECIPIENTS_PER_JOB):
             broadcast = get_broadcast(store, broadcast_id)
             counts = broadcast.counts.values()
             if any(c.failed or c.suppressed for c in counts):

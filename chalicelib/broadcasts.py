@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -298,14 +298,13 @@ def plan_step(services: Services, broadcast_id: str) -> None:
     )
     if selector is not None:
         store.put_audience(broadcast.incident_id, page.customers)
-    planned: Counter[Channel] = Counter()
-    jobs: list[dict[str, Any]] = []
-    for customer in page.customers:
-        channel = customer.primary_channel(broadcast.channels)
-        if channel is not None:
-            planned[channel] += 1
-            jobs.append(delivery_job(broadcast_id, customer, channel))
-    queues.send_json(settings.names.delivery_queue, jobs)
+    recipients = [
+        (customer, channel)
+        for customer in page.customers
+        if (channel := customer.primary_channel(broadcast.channels)) is not None
+    ]
+    planned = Counter(channel for _, channel in recipients)
+    queues.send_json(settings.names.delivery_queue, delivery_jobs(broadcast_id, recipients))
     if page.done and selector is not None:
         # Freeze before the final commit: a retry of this step can then still freeze it.
         store.freeze_audience(broadcast.incident_id)
@@ -320,15 +319,31 @@ def plan_step(services: Services, broadcast_id: str) -> None:
     if not committed:
         # Another step planned this page first; it carries the plan on.
         return
-    log.info("planned %d recipients of %s", len(jobs), broadcast_id)
+    log.info("planned %d recipients of %s", len(recipients), broadcast_id)
     if not page.done:
         queues.send_json(settings.names.planner_queue, [{"broadcast_id": broadcast_id}])
         return
     finish_if_complete(store, broadcast_id)
 
 
-def delivery_job(broadcast_id: str, customer: Customer, channel: Channel) -> dict[str, Any]:
-    return {"broadcast_id": broadcast_id, "channel": channel.value, "customer": customer.to_dict()}
+RECIPIENTS_PER_JOB = 10
+
+
+def delivery_jobs(
+    broadcast_id: str, recipients: Sequence[tuple[Customer, Channel]]
+) -> list[dict[str, Any]]:
+    """Queue messages of up to ten recipients each: a tenth of the queue calls of one message
+    per recipient. A retried message re-sends nothing: the ledger skips settled recipients."""
+    return [
+        {
+            "broadcast_id": broadcast_id,
+            "recipients": [
+                {"channel": channel.value, "customer": customer.to_dict()}
+                for customer, channel in recipients[start : start + RECIPIENTS_PER_JOB]
+            ],
+        }
+        for start in range(0, len(recipients), RECIPIENTS_PER_JOB)
+    ]
 
 
 def finish_if_complete(store: Store, broadcast_id: str, now: datetime | None = None) -> bool:

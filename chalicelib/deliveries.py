@@ -43,13 +43,17 @@ class DeliveryJob:
     channel: Channel
 
     @classmethod
-    def from_json(cls, body: str) -> DeliveryJob:
+    def from_message(cls, body: str) -> list[DeliveryJob]:
+        """The jobs one queue message carries (see `broadcasts.delivery_jobs`)."""
         data = json.loads(body)
-        return cls(
-            broadcast_id=str(data["broadcast_id"]),
-            customer=Customer.from_dict(data["customer"]),
-            channel=Channel(data["channel"]),
-        )
+        return [
+            cls(
+                broadcast_id=str(data["broadcast_id"]),
+                customer=Customer.from_dict(recipient["customer"]),
+                channel=Channel(recipient["channel"]),
+            )
+            for recipient in data["recipients"]
+        ]
 
 
 @dataclass
@@ -130,6 +134,15 @@ def backoff_seconds(receive_count: int, base: float = 2.0) -> int:
     return max(1, int(random.uniform(ceiling / 2, ceiling)))
 
 
+def _deliver_safely(job: DeliveryJob, context: BatchContext, message_id: str) -> Outcome:
+    try:
+        return deliver(job, context)
+    except Exception as exc:
+        # The claim, if taken, expires; the retry then settles it (see the module docstring).
+        log.error("delivery job %s raised %s", message_id, type(exc).__name__)
+        return Outcome.RETRY
+
+
 def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) -> list[str]:
     """Deliver a batch; returns the ids of the messages SQS must deliver again."""
     context = BatchContext(services)
@@ -137,26 +150,21 @@ def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) ->
     touched: set[str] = set()
     for message in messages:
         try:
-            job = DeliveryJob.from_json(message.body)
-        except (ValueError, KeyError, TypeError):
+            jobs = DeliveryJob.from_message(message.body)
+        except (ValueError, KeyError, TypeError, AttributeError):
             # Never succeeds: let it reach the dead-letter queue for a person to look at.
             log.error("malformed delivery job %s", message.message_id)
             failed.append(message.message_id)
             continue
-        try:
-            outcome = deliver(job, context)
-        except Exception as exc:
-            log.error("delivery job %s raised %s", message.message_id, type(exc).__name__)
-            outcome = Outcome.RETRY
-        if outcome is Outcome.RETRY:
+        outcomes = [_deliver_safely(job, context, message.message_id) for job in jobs]
+        touched.update(job.broadcast_id for job in jobs)
+        if Outcome.RETRY in outcomes:
             failed.append(message.message_id)
             queues.retry_later(
                 services.settings.names.delivery_queue,
                 message.receipt_handle,
                 backoff_seconds(message.receive_count),
             )
-        else:
-            touched.add(job.broadcast_id)
     for broadcast_id in touched:
         finish_if_complete(services.store, broadcast_id)
     return failed

@@ -138,8 +138,8 @@ def test_a_duplicate_queue_message_sends_nothing_more(
     broadcast_id = sms_broadcast(2)
     run_queues()
     one = customer(0, channels=("sms",))
-    job = broadcasts.delivery_job(broadcast_id, one, Channel.SMS)
-    queues.send_json(services().settings.names.delivery_queue, [job, job])
+    jobs = broadcasts.delivery_jobs(broadcast_id, [(one, Channel.SMS), (one, Channel.SMS)])
+    queues.send_json(services().settings.names.delivery_queue, jobs + jobs)
     run_queues()
     assert len(stack.delivered()["sms"]) == 2
     assert counts(broadcast_id)[1]["sent"] == 2
@@ -166,8 +166,10 @@ def test_backoff_grows_with_each_receive_and_is_capped() -> None:
     assert backoff_seconds(50) <= 900
 
 
-def test_delivery_job_round_trips_through_json() -> None:
-    job = broadcasts.delivery_job("b1", customer(3), Channel.EMAIL)
-    parsed = DeliveryJob.from_json(json.dumps(job))
-    assert parsed.customer == customer(3)
-    assert parsed.channel is Channel.EMAIL
+def test_delivery_jobs_carry_ten_recipients_each_and_round_trip_through_json() -> None:
+    recipients = [(customer(i), Channel.EMAIL) for i in range(23)]
+    messages = broadcasts.delivery_jobs("b1", recipients)
+    assert [len(m["recipients"]) for m in messages] == [10, 10, 3]
+    parsed = [job for m in messages for job in DeliveryJob.from_message(json.dumps(m))]
+    assert [(job.customer, job.channel) for job in parsed] == recipients
+    assert {job.broadcast_id for job in parsed} == {"b1"}
