@@ -34,10 +34,10 @@ seeded, not timed; every demo customer takes at least one service, so the audien
 count equals the customers seeded, none unreachable). Timed: `broadcasts.approve` +
 `broadcasts.send` (called directly) until the broadcast is `sent` with planned == sent on
 every channel. That includes the planner (audience Query pages, the audience snapshot,
-SQS fan-out) and the delivery workers, which the EventRunner drives with 4 pollers per
-queue as Lambda's event source mappings would: per batch of 10, the broadcast and
-incident reads and a completion check, and per recipient the rendering, ledger claim,
-send and settle.
+SQS fan-out, ten recipients per message) and the delivery workers, which the EventRunner
+drives with 4 pollers per queue as Lambda's event source mappings would: per batch of 10
+messages, the broadcast and incident reads and a completion check, and per recipient the
+rendering, ledger claim, send and settle.
 
 **Baseline** — the same moto server, reset (`POST /moto-api/reset`) with its resources
 recreated and the same customers seeded. A bare boto3 loop makes only the AWS calls a
