@@ -134,6 +134,20 @@ class AudienceCount:
         }
 
 
+def page_at(
+    store: Store,
+    *,
+    selector: AudienceSelector | None,
+    incident_id: str,
+    cursor: str,
+    size: int,
+) -> AudiencePage:
+    """The page at `cursor`: of the selector's audience, or without one, of the snapshot."""
+    if selector is not None:
+        return selector_page(store, selector, cursor, size=size)
+    return snapshot_page(store, incident_id, cursor, size=size)
+
+
 def iterate_pages(
     store: Store,
     *,
@@ -143,11 +157,7 @@ def iterate_pages(
 ) -> Iterator[AudiencePage]:
     cursor = ""
     while True:
-        page = (
-            selector_page(store, selector, cursor, size=size)
-            if selector is not None
-            else snapshot_page(store, incident_id, cursor, size=size)
-        )
+        page = page_at(store, selector=selector, incident_id=incident_id, cursor=cursor, size=size)
         yield page
         if page.done:
             return

@@ -291,10 +291,8 @@ def plan_step(services: Services, broadcast_id: str) -> None:
     cursor = broadcast.plan_cursor
     size = settings.plan_page_size
     selector = _selector(broadcast)
-    page = (
-        audiences.selector_page(store, selector, cursor, size=size)
-        if selector is not None
-        else audiences.snapshot_page(store, broadcast.incident_id, cursor, size=size)
+    page = audiences.page_at(
+        store, selector=selector, incident_id=broadcast.incident_id, cursor=cursor, size=size
     )
     if selector is not None:
         store.put_audience(broadcast.incident_id, page.customers)
