@@ -5,13 +5,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice.app import AuthRequest, AuthResponse, Chalice, CloudWatchEvent, Response, SQSEvent
+from chalice.app import (
+    AuthRequest,
+    AuthResponse,
+    Chalice,
+    CloudWatchEvent,
+    Rate,
+    Response,
+    SQSEvent,
+)
 
-from chalicelib import broadcasts, customer_import, deliveries, http, incidents
+from chalicelib import broadcasts, customer_import, deliveries, handoff, http, incidents, topics
 from chalicelib.auth import OPS, SOCIAL, Principal
-from chalicelib.config import Names, stage
+from chalicelib.config import Names, scan_rate_minutes, stage
 from chalicelib.queues import QueueMessage
-from chalicelib.runtime import services
+from chalicelib.runtime import services, signals
+from chalicelib.scans import scheduled_scan
 
 app = Chalice(app_name="forewarn")
 names = Names(stage())
@@ -108,3 +117,57 @@ def deliver_notices(event: SQSEvent) -> dict[str, Any]:
 @app.schedule("rate(1 minute)")
 def sweep_broadcasts(event: CloudWatchEvent) -> None:
     broadcasts.sweep(services())
+
+
+# -- social listening ------------------------------------------------------------------------
+
+
+@api.route("/api/topics", roles=(OPS, SOCIAL))
+def list_topics(principal: Principal) -> dict[str, Any]:
+    return topics.list_topics(signals())
+
+
+@api.route("/api/topics/{topic_id}", methods=("PUT",), roles=(OPS,))
+def put_topic(principal: Principal, topic_id: str) -> dict[str, Any]:
+    return topics.put_topic(signals(), topic_id, api.body())
+
+
+@api.route("/api/emerging", roles=(OPS, SOCIAL))
+def list_emerging(principal: Principal) -> dict[str, Any]:
+    status = api.query("status") or "open"
+    return {"issues": [i.to_dict() for i in signals().issues(status)]}
+
+
+@api.route("/api/emerging/{issue_id}", roles=(OPS, SOCIAL))
+def get_emerging(principal: Principal, issue_id: str) -> dict[str, Any]:
+    return signals().get_issue(issue_id).to_dict()
+
+
+@api.route("/api/emerging/{issue_id}/incident", methods=("POST",), roles=(OPS,), status=201)
+def promote_emerging(principal: Principal, issue_id: str) -> dict[str, Any]:
+    return handoff.promote(
+        services(), signals(), issue_id, api.body(optional=True), actor=principal.subject
+    )
+
+
+@api.route("/api/flags", roles=(SOCIAL, OPS))
+def list_flags(principal: Principal) -> dict[str, Any]:
+    names_ = ("state", "topic", "issue", "sentiment", "min_followers", "limit", "cursor")
+    return handoff.list_flags(signals(), {name: api.query(name) for name in names_})
+
+
+@api.route("/api/flags/{post_id}/{action}", methods=("POST",), roles=(SOCIAL, OPS))
+def decide_flag(principal: Principal, post_id: str, action: str) -> dict[str, Any]:
+    return handoff.decide_flag(
+        services().store,
+        signals(),
+        post_id,
+        action,
+        api.body(optional=True),
+        actor=principal.subject,
+    )
+
+
+@app.schedule(Rate(scan_rate_minutes(), unit=Rate.MINUTES))
+def scan_social_feeds(event: CloudWatchEvent) -> dict[str, Any]:
+    return scheduled_scan(event.context)

@@ -17,7 +17,14 @@ from pathlib import Path
 from bench import report
 from bench.result import RESULTS_DIR, BenchResult, load_all, write
 
-BENCHMARKS = ("fanout", "coldstart")
+BENCHMARKS = (
+    "fanout",
+    "coldstart",
+    "backtest_throughput",
+    "sentiment",
+    "nab",
+    "airline_events",
+)
 
 
 def _runner(name: str, args: argparse.Namespace) -> Callable[[], BenchResult]:
@@ -26,9 +33,21 @@ def _runner(name: str, args: argparse.Namespace) -> Callable[[], BenchResult]:
         from bench import fanout
 
         return lambda: fanout.run(args.recipients, concurrency=args.concurrency)
-    from bench import coldstart
+    if name == "coldstart":
+        from bench import coldstart
 
-    return lambda: coldstart.run(args.repetitions)
+        return lambda: coldstart.run(args.repetitions)
+    if name == "sentiment":
+        from bench import sentiment
+
+        return sentiment.run
+    if name == "nab":
+        from bench import nab
+
+        return nab.run
+    from bench import listening
+
+    return listening.run_throughput if name == "backtest_throughput" else listening.run_events
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -81,6 +81,8 @@ METHODS = {"fanout": FANOUT_METHOD, "coldstart": COLDSTART_METHOD}
 
 
 def _number(value: float, unit: str) -> str:
+    if unit in ("F1", "score", "events", ""):
+        return f"{value:,.3g} {unit}".rstrip()
     if unit.startswith("s"):
         return f"{value * 1000:,.0f} ms"
     return f"{value:,.1f} {unit}"
@@ -214,17 +216,25 @@ DETAILS = {"fanout": _fanout_details, "coldstart": _coldstart_details}
 
 
 def render(results: list[BenchResult]) -> str:
+    """One section per result; a benchmark without an entry in METHODS or DETAILS carries its
+    own Markdown in ``details["method_markdown"]`` and ``details["details_markdown"]``."""
     parts = [INTRO, table(results) if results else "_No results yet: run `make bench`._"]
     for r in results:
         parts.append(f"## {r.title}")
-        if r.name in METHODS:
-            parts.append(METHODS[r.name])
+        method = METHODS.get(r.name) or r.details.get("method_markdown")
+        if method:
+            parts.append(method)
         verdict = "met" if r.met else "**not met**"
-        parts.append(
-            f"Ratio {r.ratio:.2f} against a goal of {r.goal.text()}: {verdict}. {_machine(r)}"
+        judged = (
+            f"Measured {_number(r.measured, r.unit)}"
+            if r.goal.on == "measured"
+            else f"Ratio {r.ratio:.2f}"
         )
+        parts.append(f"{judged} against a goal of {r.goal.text()}: {verdict}. {_machine(r)}")
         if r.name in DETAILS:
             parts.append(DETAILS[r.name](r.details))
+        elif r.details.get("details_markdown"):
+            parts.append(r.details["details_markdown"])
     return "\n\n".join(part.rstrip("\n") for part in parts) + "\n"
 
 

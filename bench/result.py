@@ -22,16 +22,22 @@ Direction = Literal["at_least", "at_most"]
 
 @dataclass(frozen=True)
 class Goal:
-    """The ratio a benchmark should reach: ``at_least`` for speeds, ``at_most`` for times."""
+    """What a benchmark should reach: ``at_least`` for speeds, ``at_most`` for times.
+
+    Speeds and times are judged on the ratio to the baseline; quality scores (an F1, a NAB
+    score) have absolute goals and are judged on the measured value (``on="measured"``).
+    """
 
     direction: Direction
     value: float
+    on: Literal["ratio", "measured"] = "ratio"
 
-    def met(self, ratio: float) -> bool:
-        return ratio >= self.value if self.direction == "at_least" else ratio <= self.value
+    def met(self, value: float) -> bool:
+        return value >= self.value if self.direction == "at_least" else value <= self.value
 
     def text(self) -> str:
-        return f"{'≥' if self.direction == 'at_least' else '≤'} {self.value:g}"
+        sign = "≥" if self.direction == "at_least" else "≤"
+        return f"{sign} {self.value:g}" + (" (measured)" if self.on == "measured" else "")
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,7 @@ class BenchResult:
 
     @property
     def met(self) -> bool:
-        return self.goal.met(self.ratio)
+        return self.goal.met(self.measured if self.goal.on == "measured" else self.ratio)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,7 +71,11 @@ class BenchResult:
             "measured": round(self.measured, 4),
             "baseline": round(self.baseline, 4),
             "ratio": round(self.ratio, 3),
-            "goal": {"direction": self.goal.direction, "value": self.goal.value},
+            "goal": {
+                "direction": self.goal.direction,
+                "value": self.goal.value,
+                "on": self.goal.on,
+            },
             "met": self.met,
             "details": self.details,
             "machine": self.machine,
@@ -81,7 +91,7 @@ class BenchResult:
             unit=str(data["unit"]),
             measured=float(data["measured"]),
             baseline=float(data["baseline"]),
-            goal=Goal(goal["direction"], float(goal["value"])),
+            goal=Goal(goal["direction"], float(goal["value"]), goal.get("on", "ratio")),
             details=dict(data.get("details", {})),
             machine=dict(data.get("machine", {})),
             recorded_at=str(data.get("recorded_at", "")),

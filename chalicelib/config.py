@@ -41,6 +41,26 @@ class Names:
         return self.table("deliveries")
 
     @property
+    def topics(self) -> str:
+        return self.table("topics")
+
+    @property
+    def posts(self) -> str:
+        return self.table("posts")
+
+    @property
+    def signals(self) -> str:
+        return self.table("signals")
+
+    @property
+    def emerging(self) -> str:
+        return self.table("emerging")
+
+    @property
+    def flags(self) -> str:
+        return self.table("flags")
+
+    @property
     def planner_queue(self) -> str:
         return f"forewarn-{self.stage}-planner"
 
@@ -63,10 +83,31 @@ class Settings:
     cognito_client_id: str | None
     plan_page_size: int
     delivery_lease_seconds: int
+    # Secrets Manager id of the X credentials (JSON: bearer_token, and for posting
+    # consumer_key, consumer_secret, access_token, access_token_secret).
+    x_secret_id: str
+    # Local stacks only: where the X API v2-compatible server listens; None means api.x.com.
+    x_api_url: str | None
+    # Listening: bucket width, how long after a bucket ends it is judged (X's search lags
+    # a little), how much history a new topic starts from, and who counts as high-reach.
+    listen_bucket_seconds: int
+    listen_grace_seconds: int
+    listen_backfill_seconds: int
+    high_reach_followers: int
+    # Where ops hear about new emerging issues: an SNS topic (email subscriptions are made in
+    # infra/) and an address the service emails directly.
+    ops_topic_arn: str | None
+    ops_email: str | None
 
 
 def stage() -> str:
     return os.environ.get("FOREWARN_STAGE", "dev")
+
+
+def scan_rate_minutes() -> int:
+    """How often the social scan runs. Read when the app is imported, which for AWS is when
+    `chalice package` runs: `SCAN_RATE_MINUTES=5 make package` bakes in five minutes."""
+    return max(1, int(os.environ.get("SCAN_RATE_MINUTES", "1")))
 
 
 @cache
@@ -85,4 +126,12 @@ def settings() -> Settings:
         cognito_client_id=env.get("COGNITO_CLIENT_ID"),
         plan_page_size=int(env.get("PLAN_PAGE_SIZE", "500")),
         delivery_lease_seconds=int(env.get("DELIVERY_LEASE_SECONDS", "60")),
+        x_secret_id=env.get("X_SECRET_ID") or f"forewarn/{stage()}/x",
+        x_api_url=env.get("X_API_URL") or None,
+        listen_bucket_seconds=int(env.get("LISTEN_BUCKET_SECONDS", "300")),
+        listen_grace_seconds=int(env.get("LISTEN_GRACE_SECONDS", "60")),
+        listen_backfill_seconds=int(env.get("LISTEN_BACKFILL_SECONDS", str(6 * 3600))),
+        high_reach_followers=int(env.get("HIGH_REACH_FOLLOWERS", "10000")),
+        ops_topic_arn=env.get("OPS_TOPIC_ARN") or None,
+        ops_email=env.get("OPS_EMAIL") or None,
     )

@@ -104,11 +104,14 @@ class Api:
             raise Unauthorized("no authenticated caller")
         return auth.Principal(subject=str(subject), role=str(role))
 
-    def body(self) -> Any:
+    def body(self, *, optional: bool = False) -> Any:
+        """The JSON body; None for an empty body when the route can do without one."""
         raw = self.request.raw_body or b""
         if len(raw) > MAX_BODY_BYTES:
             raise BadRequest(f"request body is larger than {MAX_BODY_BYTES} bytes")
         if not raw.strip():
+            if optional:
+                return None
             raise BadRequest("request body is empty; send a JSON object")
         try:
             return json.loads(raw)

@@ -54,14 +54,16 @@ def _check_fields(payload: object) -> Mapping[str, object]:
     return payload
 
 
-def create_incident(store: Store, payload: object, now: datetime | None = None) -> Incident:
+def create_incident(
+    store: Store, payload: object, now: datetime | None = None, *, incident_id: str | None = None
+) -> Incident:
     data = _check_fields(payload)
     title = data.get("title")
     if not isinstance(title, str) or not 1 <= len(title.strip()) <= 200:
         raise BadRequest("title must be a string of 1 to 200 characters")
     moment = iso(now or utcnow())
     incident = Incident(
-        incident_id=f"inc_{uuid.uuid4().hex[:16]}",
+        incident_id=incident_id or f"inc_{uuid.uuid4().hex[:16]}",
         title=title.strip(),
         status=parse_enum(IncidentStatus, data.get("status", "investigating"), "status"),
         services=_names(data, "services", required=True),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import cache
 
-from chalicelib import aws, queues
+from chalicelib import aws, queues, x
 from chalicelib.broadcasts import Services
 from chalicelib.config import settings
+from chalicelib.signals_store import SignalTables
 from chalicelib.store import Store
 
 
@@ -15,9 +16,16 @@ def services() -> Services:
     return Services(store=Store(settings().names), settings=settings())
 
 
+@cache
+def signals() -> SignalTables:
+    return SignalTables(settings().names)
+
+
 def reset() -> None:
     """Forget cached settings and clients (tests and the local stack change the environment)."""
     services.cache_clear()
+    signals.cache_clear()
+    x.reset()
     settings.cache_clear()
     aws.reset_clients()
     queues.forget_queue_urls()

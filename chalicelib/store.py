@@ -131,7 +131,10 @@ def customer_items(customer: Customer, version: int) -> tuple[Item, list[Item]]:
     return {**data, "version": version}, rows
 
 
-class Store:
+class Tables:
+    """The DynamoDB client (created on first use) and the few write patterns every store
+    shares."""
+
     def __init__(self, names: Names, dynamodb: Any | None = None) -> None:
         self.names = names
         self._dynamodb = dynamodb
@@ -142,6 +145,38 @@ class Store:
             self._dynamodb = aws.client("dynamodb")
         return self._dynamodb
 
+    def _write_if(self, operation: str, **request: Any) -> bool:
+        """Run a conditional write; False when its condition did not hold."""
+        try:
+            getattr(self.db, operation)(**request)
+        except Exception as exc:
+            if _is_conditional_failure(exc):
+                return False
+            raise
+        return True
+
+    def _get(self, table: str, key: Mapping[str, Any], *, consistent: bool = False) -> Item | None:
+        response = self.db.get_item(TableName=table, Key=to_dynamo(key), ConsistentRead=consistent)
+        item = response.get("Item")
+        return from_dynamo(item) if item else None
+
+    def _batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
+        pending = {table: requests}
+        for attempt in range(8):
+            response = self.db.batch_write_item(RequestItems=pending)
+            pending = response.get("UnprocessedItems") or {}
+            if not pending:
+                return
+            time.sleep(min(2.0, 0.05 * 2**attempt))
+        raise RuntimeError(f"DynamoDB left {len(pending[table])} writes to {table} unprocessed")
+
+    def _query_all(self, **request: Any) -> Iterable[Item]:
+        for page in self.db.get_paginator("query").paginate(**request):
+            for item in page.get("Items", []):
+                yield from_dynamo(item)
+
+
+class Store(Tables):
     # -- customers ------------------------------------------------------------------------
 
     def get_customer(self, customer_id: str) -> Customer | None:
@@ -521,33 +556,6 @@ class Store:
         ):
             for item in page.get("Items", []):
                 yield from_dynamo(item)
-
-    # -- helpers --------------------------------------------------------------------------
-
-    def _write_if(self, operation: str, **request: Any) -> bool:
-        """Run a conditional write; False when its condition did not hold."""
-        try:
-            getattr(self.db, operation)(**request)
-        except Exception as exc:
-            if _is_conditional_failure(exc):
-                return False
-            raise
-        return True
-
-    def _get(self, table: str, key: Mapping[str, Any], *, consistent: bool = False) -> Item | None:
-        response = self.db.get_item(TableName=table, Key=to_dynamo(key), ConsistentRead=consistent)
-        item = response.get("Item")
-        return from_dynamo(item) if item else None
-
-    def _batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
-        pending = {table: requests}
-        for attempt in range(8):
-            response = self.db.batch_write_item(RequestItems=pending)
-            pending = response.get("UnprocessedItems") or {}
-            if not pending:
-                return
-            time.sleep(min(2.0, 0.05 * 2**attempt))
-        raise RuntimeError(f"DynamoDB left {len(pending[table])} writes to {table} unprocessed")
 
 
 def _broadcast_from(item: Item) -> Broadcast:

@@ -85,16 +85,34 @@ def cli(
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--customers", default=300, show_default=True, help="Demo customers to seed.")
 @click.option("--no-schedules", is_flag=True, help="Do not run the scheduled functions.")
+@click.option(
+    "--demo-outage-after",
+    default=60.0,
+    show_default=True,
+    help="Seconds after start when the demo's outage begins on the local X server "
+    "(negative: it already happened, so the first scan finds it).",
+)
 @click.pass_context
 def run(
-    ctx: click.Context, port: int, aws_port: int, host: str, customers: int, no_schedules: bool
+    ctx: click.Context,
+    port: int,
+    aws_port: int,
+    host: str,
+    customers: int,
+    no_schedules: bool,
+    demo_outage_after: float,
 ) -> None:
     """Run the whole service locally on an embedded AWS API server."""
     from forewarn_cli.local.stack import LocalStack
 
     state_file: Path = ctx.find_root().obj["state_file"]
     stack = LocalStack(
-        host=host, api_port=port, aws_port=aws_port, customers=customers, schedules=not no_schedules
+        host=host,
+        api_port=port,
+        aws_port=aws_port,
+        customers=customers,
+        schedules=not no_schedules,
+        outage_after_s=demo_outage_after,
     )
     click.echo("Starting the local AWS API server and creating the resources of infra/ ...")
     try:
@@ -129,6 +147,11 @@ def _print_banner(
     click.secho(f"\nForewarn is running at {api_url}", fg="green", bold=True)
     click.echo(f"  local AWS API server: {aws_url}  (moto; resources from infra/forewarn.json)")
     click.echo(f"  demo customers seeded: {customers}")
+    click.echo(
+        "  social listening: a local X API server plays a demo feed; an outage builds up "
+        "in Dallas and shows as an emerging issue within a few minutes "
+        f"(GET {api_url}/api/emerging)"
+    )
     click.echo("\nAuthenticate with a bearer token per role (valid 12 hours, this run only):")
     for role, token in tokens.items():
         click.echo(f"  {role:<7} Authorization: Bearer {token}")
@@ -419,6 +442,17 @@ def package(stage: str, out: Path) -> None:
 
     zip_path = build_package(stage, out)
     click.echo(f"package written to {zip_path} and {out / 'sam.json'}")
+
+
+def _register_analysis_commands() -> None:
+    from forewarn_cli.backtest import backtest
+    from forewarn_cli.sentiment_command import sentiment
+
+    cli.add_command(backtest)
+    cli.add_command(sentiment)
+
+
+_register_analysis_commands()
 
 
 def main() -> None:

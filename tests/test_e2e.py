@@ -346,6 +346,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         str(aws_port),
         "--customers",
         "40",
+        # The demo outage happened before start, so the first scan (a minute in) finds it.
+        "--demo-outage-after",
+        "-420",
     ]
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(
@@ -1062,3 +1065,20 @@ def test_cli_reports_errors_in_one_line(service: Service, quiet_incident: str) -
     )
     assert result.stderr.startswith("error: "), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_demo_outage_shows_as_an_emerging_issue_with_flagged_posts(service: Service) -> None:
+    deadline = time.monotonic() + 180
+    issues: list[dict[str, Any]] = []
+    social = service.tokens["social"]
+    while time.monotonic() < deadline and not issues:
+        issues = ok(call(service, "GET", "/api/emerging", token=social))["issues"]
+        if not issues:
+            time.sleep(3)
+    assert issues, "no emerging issue 3 minutes after start\n" + service.output()
+    issue = issues[0]
+    assert issue["topic"] == "forewarn-telecom"
+    assert issue["region"] == "south"
+    assert issue["posts"] >= 5
+    flags = ok(call(service, "GET", f"/api/flags?issue={issue['issue_id']}", token=social))
+    assert flags["flags"]

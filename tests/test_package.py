@@ -78,3 +78,19 @@ def test_the_template_merges_infra_and_reports_partial_batch_failures(package: P
     events = resources["DeliverNotices"]["Properties"]["Events"]
     sqs = events["DeliverNoticesSqsEventSource"]["Properties"]
     assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_the_sentiment_lexicons_are_inside_the_zip(package: Path) -> None:
+    names = set(zipfile.ZipFile(package / "deployment.zip").namelist())
+    assert "chalicelib/lexicons/complaints.json" in names
+    assert "vaderSentiment/vader_lexicon.txt" in names
+
+
+def test_every_function_learns_the_ops_topic_and_x_secret_from_the_template(
+    package: Path,
+) -> None:
+    template = json.loads((package / "sam.json").read_text())
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["OPS_TOPIC_ARN"] == {"Ref": "OpsTopic"}
+    assert variables["X_SECRET_ID"] == {"Ref": "XCredentials"}
+    assert template["Resources"]["ScanSocialFeeds"]["Type"] == "AWS::Serverless::Function"

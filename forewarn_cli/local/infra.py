@@ -30,9 +30,20 @@ def _ses_identity(
     clients("ses").verify_email_identity(EmailAddress=identity)
 
 
+def _secret(
+    clients: Callable[[str], Any], props: Mapping[str, Any], params: Mapping[str, str]
+) -> None:
+    clients("secretsmanager").create_secret(
+        Name=_resolve(props["Name"], params),
+        Description=props.get("Description", ""),
+        SecretString=props.get("SecretString", "{}"),
+    )
+
+
 # Resource types moto's CloudFormation skips, and how to create each one directly.
 _DIRECT: dict[str, Callable[[Callable[[str], Any], Mapping[str, Any], Mapping[str, str]], None]] = {
     "AWS::SES::EmailIdentity": _ses_identity,
+    "AWS::SecretsManager::Secret": _secret,
 }
 
 

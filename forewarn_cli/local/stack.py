@@ -22,6 +22,16 @@ log = logging.getLogger(__name__)
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 LOCAL_USERS = {"ops": "olivia.ops", "social": "sam.social", "admin": "ada.admin"}
+DEMO_TOPIC = "forewarn-telecom"
+OAUTH_KEYS = ("consumer_key", "consumer_secret", "access_token", "access_token_secret")
+# Listening on a local stack works in one-minute buckets, so that the demo's outage shows
+# within minutes, and starts from the demo's two hours of history.
+LOCAL_LISTENING = {
+    "LISTEN_BUCKET_SECONDS": "60",
+    "LISTEN_GRACE_SECONDS": "5",
+    "LISTEN_BACKFILL_SECONDS": str(150 * 60),
+    "OPS_EMAIL": "ops@forewarn.example",
+}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -57,6 +67,13 @@ class LocalStack:
     _http_thread: threading.Thread | None = None
     runner: Any = None
     app_module: ModuleType | None = None
+    # The demo's social feed: a local X API server and a scenario in which an outage builds
+    # up `outage_after_s` seconds after start (negative: it already happened, so the first
+    # scan finds it in the history it backfills).
+    social: bool = True
+    outage_after_s: float = 60
+    x_server: Any = None
+    feeder: Any = None
 
     @property
     def aws_url(self) -> str:
@@ -69,9 +86,13 @@ class LocalStack:
         return f"http://{self.host}:{self.api_port}"
 
     def start(self, *, serve_http: bool = True) -> None:
+        if self.social:
+            self.start_x()
         self.start_aws()
         if self.customers:
             self.seed(self.customers)
+        if self.social:
+            self.start_social()
         if serve_http:
             self.start_api()
         self.start_events()
@@ -94,12 +115,54 @@ class LocalStack:
                 "AUTH_MODE": "local",
                 "FOREWARN_TOKEN_SECRET": self.token_secret,
                 "PUBLIC_URL": self.api_url,
+                **LOCAL_LISTENING,
             }
         )
+        if self.x_server is not None:
+            os.environ["X_API_URL"] = self.x_server.url
         from chalicelib import aws, runtime
 
         runtime.reset()
         infra.deploy(aws.client, stage=self.stage, sender_email=os.environ["SENDER_EMAIL"])
+        stacks = aws.client("cloudformation").describe_stacks(
+            StackName=f"{infra.STACK_NAME}-{self.stage}"
+        )
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks["Stacks"][0].get("Outputs", [])}
+        os.environ["OPS_TOPIC_ARN"] = outputs["OpsTopicArn"]
+        runtime.reset()
+
+    def start_x(self) -> None:
+        from forewarn_cli.local.xserver import XServer
+
+        self.x_server = XServer(bearer_token=secrets.token_urlsafe(24), host=self.host)
+        self.x_server.start()
+
+    def start_social(self) -> None:
+        """Give the stage its X credentials and demo topic, and start the demo's feed."""
+        from chalicelib import aws
+        from chalicelib.config import settings
+        from chalicelib.posts import Topic
+        from chalicelib.runtime import signals
+        from forewarn_cli.local.xscenario import TOPIC_QUERY, ScenarioFeeder, demo_scenario
+
+        local_keys = {k: secrets.token_urlsafe(12) for k in OAUTH_KEYS}
+        aws.client("secretsmanager").put_secret_value(
+            SecretId=settings().x_secret_id,
+            SecretString=json.dumps({"bearer_token": self.x_server.bearer_token, **local_keys}),
+        )
+        signals().put_topic(
+            Topic(
+                DEMO_TOPIC,
+                query=TOPIC_QUERY,
+                services=("mobile", "broadband"),
+                places={"dallas, tx": "south", "fort worth, tx": "south"},
+            )
+        )
+        from chalicelib.domain import utcnow
+
+        scenario = demo_scenario(utcnow(), outage_after_s=self.outage_after_s)
+        self.feeder = ScenarioFeeder(self.x_server, scenario)
+        self.feeder.start()
 
     def seed(self, count: int) -> int:
         from chalicelib.customers import MAX_BATCH, validate_batch
@@ -155,6 +218,10 @@ class LocalStack:
         }
 
     def stop(self) -> None:
+        if self.feeder is not None:
+            self.feeder.stop()
+        if self.x_server is not None:
+            self.x_server.stop()
         if self.runner is not None:
             self.runner.stop()
         if self._http is not None:

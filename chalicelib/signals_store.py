@@ -1,0 +1,433 @@
+"""DynamoDB tables of the listening flow: topics and their checkpoints, posts, bucket
+counters, detector state, emerging issues and flagged posts.
+
+A post is stored and counted in one transaction, conditional on the post being new, so no
+retry or overlapping scan can count it twice. Documents with floats (issue evidence, flag
+snapshots) are stored as JSON text: DynamoDB numbers would need Decimal everywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from chalicelib.domain import iso, utcnow
+from chalicelib.emerging import (
+    BucketCounts,
+    Change,
+    Issue,
+    IssueEvent,
+    Policy,
+    ScoredPost,
+    TopicWatch,
+)
+from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.listening import Checkpoint
+from chalicelib.posts import Post, Topic
+from chalicelib.sentiment import Sentiment
+from chalicelib.store import Item, Tables, from_dynamo, to_dynamo
+
+WATCH_KEY = "~watch"  # sorts after every ISO bucket key, so bucket range queries skip it
+POST_DAYS = 30
+BUCKET_DAYS = 35
+FLAG_DAYS = 90
+
+
+def _expires(days: int) -> int:
+    return int(time.time()) + days * 86400
+
+
+def post_key(post: Post) -> str:
+    return f"{iso(post.created_at)}#{post.id}"
+
+
+@dataclass(frozen=True)
+class FlagFilter:
+    state: str = "open"
+    topic: str | None = None
+    issue_id: str | None = None
+    label: str | None = None
+    min_followers: int = 0
+    limit: int = 50
+    cursor: str | None = None
+
+
+class SignalTables(Tables):
+    # -- topics and checkpoints ------------------------------------------------------------
+
+    def put_topic(self, topic: Topic) -> None:
+        self.db.update_item(
+            TableName=self.names.topics,
+            Key=to_dynamo({"topic_id": topic.id}),
+            UpdateExpression="SET #q = :q, services = :s, places = :p",
+            ExpressionAttributeNames={"#q": "query"},
+            ExpressionAttributeValues=to_dynamo(
+                {":q": topic.query, ":s": list(topic.services), ":p": dict(topic.places)}
+            ),
+        )
+
+    def topics(self) -> list[Topic]:
+        found: list[Topic] = []
+        for page in self.db.get_paginator("scan").paginate(TableName=self.names.topics):
+            found.extend(_topic(from_dynamo(i)) for i in page.get("Items", []))
+        return sorted(found, key=lambda t: t.id)
+
+    def topic_state(self, topic_id: str) -> Item:
+        item = self._get(self.names.topics, {"topic_id": topic_id})
+        if item is None:
+            raise NotFound(f"no topic {topic_id}")
+        return item
+
+    def checkpoint(self, topic_id: str) -> Checkpoint:
+        item = self._get(self.names.topics, {"topic_id": topic_id}, consistent=True) or {}
+        return Checkpoint(**dict(item.get("checkpoint") or {}))
+
+    def save_checkpoint(self, topic_id: str, checkpoint: Checkpoint) -> None:
+        self.db.update_item(
+            TableName=self.names.topics,
+            Key=to_dynamo({"topic_id": topic_id}),
+            UpdateExpression="SET #c = :c",
+            ExpressionAttributeNames={"#c": "checkpoint"},
+            ExpressionAttributeValues=to_dynamo(
+                {":c": {k: v for k, v in checkpoint.to_dict().items() if v is not None}}
+            ),
+        )
+
+    # -- posts and counters ----------------------------------------------------------------
+
+    def add_post(self, scored: ScoredPost, bucket: datetime) -> bool:
+        post, feeling = scored.post, scored.sentiment
+        adds = {
+            ":one": 1,
+            ":neg": int(feeling.label == "negative"),
+            ":cmp": int(bool(feeling.terms)),
+        }
+        names = {"#p": "posts", "#n": "negative", "#c": "complaint"}
+        parts = ["#p :one", "#n :neg", "#c :cmp"]
+        for index, cluster in enumerate(feeling.clusters):
+            names[f"#k{index}"] = f"c_{cluster}"
+            parts.append(f"#k{index} :one")
+        item = {
+            "topic_id": post.topic,
+            "at_id": post_key(post),
+            "post": json.dumps(scored.to_dict(), separators=(",", ":")),
+            "expires_at": _expires(POST_DAYS),
+        }
+        return self._write_if(
+            "transact_write_items",
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": self.names.posts,
+                        "Item": to_dynamo(item),
+                        "ConditionExpression": "attribute_not_exists(at_id)",
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self.names.signals,
+                        "Key": to_dynamo({"topic_id": post.topic, "bucket": iso(bucket)}),
+                        "UpdateExpression": "ADD " + ", ".join(parts) + " SET expires_at = :e",
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": to_dynamo(
+                            {**adds, ":e": _expires(BUCKET_DAYS)}
+                        ),
+                    }
+                },
+            ],
+        )
+
+    def bucket_counts(
+        self, topic: str, first: datetime, last: datetime
+    ) -> dict[datetime, BucketCounts]:
+        from chalicelib.posts import parse_time
+
+        found: dict[datetime, BucketCounts] = {}
+        for item in self._query_all(
+            TableName=self.names.signals,
+            KeyConditionExpression="topic_id = :t AND bucket BETWEEN :a AND :b",
+            ExpressionAttributeValues=to_dynamo({":t": topic, ":a": iso(first), ":b": iso(last)}),
+            ConsistentRead=True,
+        ):
+            found[parse_time(item["bucket"])] = BucketCounts(
+                posts=int(item.get("posts", 0)),
+                negative=int(item.get("negative", 0)),
+                complaint=int(item.get("complaint", 0)),
+                clusters={
+                    k.removeprefix("c_"): int(v) for k, v in item.items() if k.startswith("c_")
+                },
+            )
+        return found
+
+    def posts_between(self, topic: str, start: datetime, end: datetime) -> list[ScoredPost]:
+        return [
+            _scored(json.loads(item["post"]))
+            for item in self._query_all(
+                TableName=self.names.posts,
+                KeyConditionExpression="topic_id = :t AND at_id BETWEEN :a AND :b",
+                ExpressionAttributeValues=to_dynamo(
+                    # Keys are "<iso>#<id>": everything from `start` up to just before `end`.
+                    {":t": topic, ":a": iso(start), ":b": iso(end)}
+                ),
+            )
+            if item["at_id"] < iso(end)
+        ]
+
+    # -- detector state --------------------------------------------------------------------
+
+    def load_watch(self, topic: str, policy: Policy) -> tuple[TopicWatch | None, int]:
+        item = self._get(
+            self.names.signals, {"topic_id": topic, "bucket": WATCH_KEY}, consistent=True
+        )
+        if item is None:
+            return None, 0
+        state = json.loads(zlib.decompress(base64.b64decode(item["state"])))
+        return TopicWatch.from_dict(state, policy), int(item["version"])
+
+    def save_watch(self, topic: str, watch: TopicWatch, version: int) -> None:
+        data = json.dumps(watch.to_dict(), separators=(",", ":"))
+        packed = base64.b64encode(zlib.compress(data.encode()))
+        condition = "attribute_not_exists(version)" if version == 0 else "version = :v"
+        values: dict[str, Any] = {":v": version} if version else {}
+        if not self._write_if(
+            "put_item",
+            TableName=self.names.signals,
+            Item=to_dynamo(
+                {
+                    "topic_id": topic,
+                    "bucket": WATCH_KEY,
+                    "state": packed.decode(),
+                    "version": version + 1,
+                }
+            ),
+            ConditionExpression=condition,
+            **({"ExpressionAttributeValues": to_dynamo(values)} if values else {}),
+        ):
+            raise Conflict(f"the detector of topic {topic} moved on concurrently")
+
+    # -- emerging issues -------------------------------------------------------------------
+
+    def record_issue(self, event: IssueEvent) -> bool:
+        issue = event.issue
+        doc = json.dumps(issue.to_dict(), separators=(",", ":"))
+        if event.change is Change.OPENED:
+            created = self._write_if(
+                "put_item",
+                TableName=self.names.emerging,
+                Item=to_dynamo(
+                    {
+                        "issue_id": issue.issue_id,
+                        "topic": issue.topic,
+                        "cluster": issue.cluster,
+                        "status": issue.status.value,
+                        "opened_at": issue.opened_at,
+                        "updated_at": issue.updated_at,
+                        "doc": doc,
+                        "notified": False,
+                    }
+                ),
+                ConditionExpression="attribute_not_exists(issue_id)",
+            )
+            if created:
+                return True
+            stored = self._get(self.names.emerging, {"issue_id": issue.issue_id}, consistent=True)
+            return not (stored or {}).get("notified", False)
+        self.db.update_item(
+            TableName=self.names.emerging,
+            Key=to_dynamo({"issue_id": issue.issue_id}),
+            UpdateExpression="SET #s = :s, updated_at = :u, doc = :d",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=to_dynamo(
+                {":s": issue.status.value, ":u": issue.updated_at, ":d": doc}
+            ),
+        )
+        return False
+
+    def mark_notified(self, issue_id: str) -> None:
+        self.db.update_item(
+            TableName=self.names.emerging,
+            Key=to_dynamo({"issue_id": issue_id}),
+            UpdateExpression="SET notified = :t",
+            ExpressionAttributeValues=to_dynamo({":t": True}),
+        )
+
+    def get_issue(self, issue_id: str) -> Issue:
+        item = self._get(self.names.emerging, {"issue_id": issue_id}, consistent=True)
+        if item is None:
+            raise NotFound(f"no emerging issue {issue_id}")
+        return _issue(item)
+
+    def issues(self, status: str, limit: int = 100) -> list[Issue]:
+        found: list[Issue] = []
+        for item in self._query_all(
+            TableName=self.names.emerging,
+            IndexName="by-status",
+            KeyConditionExpression="#s = :s",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=to_dynamo({":s": status}),
+            ScanIndexForward=False,
+        ):
+            found.append(_issue(item))
+            if len(found) >= limit:
+                break
+        return found
+
+    def link_issue(self, issue_id: str, incident_id: str) -> bool:
+        """Link the issue to an incident once; False if it already has one."""
+        return self._write_if(
+            "update_item",
+            TableName=self.names.emerging,
+            Key=to_dynamo({"issue_id": issue_id}),
+            UpdateExpression="SET incident_id = :i",
+            ConditionExpression="attribute_exists(issue_id) AND attribute_not_exists(incident_id)",
+            ExpressionAttributeValues=to_dynamo({":i": incident_id}),
+        )
+
+    # -- flagged posts ---------------------------------------------------------------------
+
+    def flag(self, scored: ScoredPost, reason: str, issue_id: str | None) -> bool:
+        post = scored.post
+        values: dict[str, Any] = {
+            ":st": "open",
+            ":at": iso(utcnow()),
+            ":doc": json.dumps(scored.to_dict(), separators=(",", ":")),
+            ":topic": post.topic,
+            ":label": scored.sentiment.label,
+            ":f": post.author_followers or 0,
+            ":r": {reason},
+            ":e": _expires(FLAG_DAYS),
+        }
+        expression = (
+            "SET #st = if_not_exists(#st, :st), flagged_at = if_not_exists(flagged_at, :at), "
+            "doc = :doc, topic = :topic, label = :label, followers = :f, expires_at = :e"
+        )
+        if issue_id:
+            values[":i"] = issue_id
+            expression += ", issue_id = if_not_exists(issue_id, :i)"
+        response = self.db.update_item(
+            TableName=self.names.flags,
+            Key=to_dynamo({"post_id": post.id}),
+            UpdateExpression=expression + " ADD reasons :r",
+            ExpressionAttributeNames={"#st": "state"},
+            ExpressionAttributeValues=to_dynamo(values),
+            ReturnValues="UPDATED_OLD",
+        )
+        return "flagged_at" not in response.get("Attributes", {})
+
+    def get_flag(self, post_id: str) -> Item:
+        item = self._get(self.names.flags, {"post_id": post_id}, consistent=True)
+        if item is None:
+            raise NotFound(f"no flagged post {post_id}")
+        return _flag(item)
+
+    def set_flag_state(
+        self, post_id: str, state: str, *, actor: str, incident_id: str | None = None
+    ) -> Item:
+        values: dict[str, Any] = {":s": state, ":by": actor, ":at": iso(utcnow())}
+        expression = "SET #st = :s, decided_by = :by, decided_at = :at"
+        if incident_id:
+            values[":i"] = incident_id
+            expression += ", incident_id = :i"
+        if not self._write_if(
+            "update_item",
+            TableName=self.names.flags,
+            Key=to_dynamo({"post_id": post_id}),
+            UpdateExpression=expression,
+            ConditionExpression="attribute_exists(post_id)",
+            ExpressionAttributeNames={"#st": "state"},
+            ExpressionAttributeValues=to_dynamo(values),
+        ):
+            raise NotFound(f"no flagged post {post_id}")
+        return self.get_flag(post_id)
+
+    def flags(self, query: FlagFilter) -> tuple[list[Item], str | None]:
+        """Newest first, filtered; the cursor continues where this page ended."""
+        request: dict[str, Any] = {
+            "TableName": self.names.flags,
+            "IndexName": "by-state",
+            "KeyConditionExpression": "#st = :s",
+            "ExpressionAttributeNames": {"#st": "state"},
+            "ExpressionAttributeValues": to_dynamo({":s": query.state}),
+            "ScanIndexForward": False,
+        }
+        if query.cursor:
+            request["ExclusiveStartKey"] = _decode_cursor(query.cursor)
+        found: list[Item] = []
+        while True:
+            response = self.db.query(**request)
+            for raw in response.get("Items", []):
+                item = from_dynamo(raw)
+                if _matches(item, query):
+                    found.append(_flag(item))
+                if len(found) >= query.limit:
+                    key = {k: raw[k] for k in ("post_id", "state", "flagged_at")}
+                    return found, _encode_cursor(key)
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return found, None
+            request["ExclusiveStartKey"] = last
+
+
+def _matches(item: Mapping[str, Any], query: FlagFilter) -> bool:
+    return (
+        (query.topic is None or item.get("topic") == query.topic)
+        and (query.issue_id is None or item.get("issue_id") == query.issue_id)
+        and (query.label is None or item.get("label") == query.label)
+        and int(item.get("followers", 0)) >= query.min_followers
+    )
+
+
+def _encode_cursor(key: Mapping[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> dict[str, Any]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except ValueError:
+        raise BadRequest("cursor is not one this API returned") from None
+    if not isinstance(key, dict) or set(key) != {"post_id", "state", "flagged_at"}:
+        raise BadRequest("cursor is not one this API returned")
+    return key
+
+
+def _topic(item: Mapping[str, Any]) -> Topic:
+    return Topic(
+        id=str(item["topic_id"]),
+        query=str(item.get("query", "")),
+        services=tuple(item.get("services", [])),
+        places={str(k): str(v) for k, v in dict(item.get("places") or {}).items()},
+    )
+
+
+def _scored(data: Mapping[str, Any]) -> ScoredPost:
+    feeling = Sentiment(
+        label=str(data["label"]), compound=float(data["compound"]), terms=tuple(data["terms"])
+    )
+    return ScoredPost(Post.from_dict(dict(data)), feeling)
+
+
+def _issue(item: Mapping[str, Any]) -> Issue:
+    data = json.loads(item["doc"])
+    data["incident_id"] = item.get("incident_id")
+    return Issue.from_dict(data)
+
+
+def _flag(item: Mapping[str, Any]) -> Item:
+    """A flag as the API shows it: the post (untrusted text), why and what became of it."""
+    return {
+        "post": json.loads(item["doc"]),
+        "state": item.get("state"),
+        "reasons": sorted(item.get("reasons", [])),
+        "issue_id": item.get("issue_id"),
+        "incident_id": item.get("incident_id"),
+        "flagged_at": item.get("flagged_at"),
+        "decided_by": item.get("decided_by"),
+        "decided_at": item.get("decided_at"),
+    }

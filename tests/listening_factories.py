@@ -1,0 +1,97 @@
+"""Posts for listening tests: ordinary chatter, an outage that builds up, a viral burst."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+
+from chalicelib.posts import Post, Topic
+
+TOPIC = Topic(
+    "acme",
+    query="@AcmeTel OR #AcmeDown",
+    services=("mobile",),
+    places={"dallas, tx": "south", "fort worth, tx": "south"},
+)
+
+CHATTER = (
+    "@AcmeTel what time does the store on Main St open?",
+    "@AcmeTel how do I change my plan online",
+    "@AcmeTel thanks, the new phone arrived today",
+    "@AcmeTel is there a family discount this month?",
+    "@AcmeTel love the new app update",
+    "@AcmeTel can I keep my number if I move states",
+)
+OUTAGE = (
+    "@AcmeTel no signal in Dallas for an hour, is the network down?",
+    "@AcmeTel network outage again?? no service at all, this is terrible",
+    "@AcmeTel still no signal and on hold for 40 minutes. awful",
+    "is @AcmeTel down? no internet and no signal since noon, so frustrating",
+    "@AcmeTel outage in my area, phone says no service. useless",
+)
+VIRAL = (
+    "@AcmeTel this ad is amazing, best commercial ever!",
+    "love the new @AcmeTel commercial, so funny and sweet",
+    "@AcmeTel great ad, made my day :)",
+)
+
+
+class PostMaker:
+    def __init__(self, topic: Topic = TOPIC, seed: int = 3) -> None:
+        self.topic = topic
+        self.rng = random.Random(seed)
+        self.next_id = 1_000_000
+
+    def post(
+        self,
+        at: datetime,
+        text: str,
+        *,
+        followers: int = 120,
+        place: str | None = None,
+        author: str | None = None,
+    ) -> Post:
+        self.next_id += 1
+        return Post(
+            id=str(self.next_id),
+            topic=self.topic.id,
+            text=text,
+            created_at=at,
+            author_id=f"u{self.next_id}",
+            author_handle=author or f"user{self.next_id % 997}",
+            author_followers=followers,
+            lang="en",
+            place=place,
+        )
+
+    def chatter(self, start: datetime, minutes: int, per_minute: int = 2) -> list[Post]:
+        return [
+            self.post(
+                start + timedelta(minutes=m, seconds=self.rng.randrange(60)),
+                self.rng.choice(CHATTER),
+            )
+            for m in range(minutes)
+            for _ in range(per_minute)
+        ]
+
+    def outage(self, start: datetime, minutes: int, per_minute: int = 12) -> list[Post]:
+        places = ("Dallas, TX", "Dallas, TX", "Fort Worth, TX", None)
+        return [
+            self.post(
+                start + timedelta(minutes=m, seconds=self.rng.randrange(60)),
+                self.rng.choice(OUTAGE),
+                place=self.rng.choice(places),
+            )
+            for m in range(minutes)
+            for _ in range(per_minute)
+        ]
+
+    def viral(self, start: datetime, minutes: int, per_minute: int = 25) -> list[Post]:
+        return [
+            self.post(
+                start + timedelta(minutes=m, seconds=self.rng.randrange(60)),
+                self.rng.choice(VIRAL),
+            )
+            for m in range(minutes)
+            for _ in range(per_minute)
+        ]
