@@ -8,7 +8,8 @@ for the life of the process and never logged: every error raised here is safe to
 
 On a local stack `X_API_URL` names an X API v2-compatible server. tweepy fixes its host, so
 the one change to its client is a transport adapter on its `requests` session that sends
-each request to that server instead (`LocalApiAdapter`); the rest is tweepy as in production.
+each request to that server instead (`XAdapter`, which also gives every request a timeout);
+the rest is tweepy as in production.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ RATE_LIMIT_FALLBACK = timedelta(minutes=15)
 # Recent search covers the last 7 days and rejects an older `start_time` with a 400.
 SEARCH_WINDOW = timedelta(days=7) - timedelta(minutes=1)
 MIN_RESULTS, MAX_RESULTS = 10, 100
+# Seconds to connect and to wait for a response: well inside a scan's time budget.
+HTTP_TIMEOUT = (5.0, 20.0)
 # X ids are snowflakes: milliseconds since this epoch, shifted left by 22 bits.
 SNOWFLAKE_EPOCH_MS = 1288834974657
 
@@ -141,24 +144,30 @@ def reset() -> None:
     x_poster.cache_clear()
 
 
-class LocalApiAdapter:
-    """A `requests` transport adapter that sends X API requests to a local server.
+class XAdapter:
+    """The `requests` transport adapter mounted on tweepy's session for the X hosts.
 
-    Mounted on tweepy's session for the X hosts, it rewrites each request's scheme and host
-    (keeping path and query) and hands it to a stock `HTTPAdapter`. It wraps the adapter
-    rather than subclassing it because a subclass would import requests with this module.
+    tweepy sends requests without a timeout, and a hung call would run a scan into its
+    Lambda timeout, so this adapter gives every request one. On a local stack (`api_url`)
+    it also rewrites each request's scheme and host, keeping path and query. It wraps a stock
+    `HTTPAdapter` rather than subclassing it because a subclass would import requests with
+    this module.
     """
 
-    def __init__(self, api_url: str) -> None:
+    def __init__(self, api_url: str | None = None) -> None:
         from requests.adapters import HTTPAdapter
 
-        target = urlsplit(api_url.rstrip("/"))
-        if target.scheme not in {"http", "https"} or not target.netloc:
-            raise ValueError(f"X_API_URL is not an http(s) URL: {api_url!r}")
-        self._target = target
+        self._target = None
+        if api_url:
+            target = urlsplit(api_url.rstrip("/"))
+            if target.scheme not in {"http", "https"} or not target.netloc:
+                raise ValueError(f"X_API_URL is not an http(s) URL: {api_url!r}")
+            self._target = target
         self._inner = HTTPAdapter()
 
     def rewrite(self, url: str) -> str:
+        if self._target is None:
+            return url
         original = urlsplit(url)
         return urlunsplit(
             (
@@ -171,19 +180,22 @@ class LocalApiAdapter:
         )
 
     def send(self, request: PreparedRequest, **kwargs: Any) -> Response:
-        from requests.utils import get_environ_proxies
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = HTTP_TIMEOUT
+        if self._target is not None:
+            from requests.utils import get_environ_proxies
 
-        request.url = self.rewrite(request.url or "")
-        # The session chose proxies for the X host; the local server needs its own choice.
-        kwargs["proxies"] = get_environ_proxies(request.url)
+            request.url = self.rewrite(request.url or "")
+            # The session chose proxies for the X host; the local server needs its own.
+            kwargs["proxies"] = get_environ_proxies(request.url)
         return self._inner.send(request, **kwargs)
 
     def close(self) -> None:
         self._inner.close()
 
 
-def mount_local_api(session: Any, api_url: str) -> LocalApiAdapter:
-    adapter = LocalApiAdapter(api_url)
+def mount_adapter(session: Any, api_url: str | None) -> XAdapter:
+    adapter = XAdapter(api_url)
     for host in X_API_HOSTS:
         session.mount(host, adapter)
     return adapter
@@ -201,8 +213,7 @@ def _tweepy_client(creds: XCredentials, api_url: str | None) -> Any:
         # A Lambda must not sleep through a 15-minute window; the scan reschedules instead.
         wait_on_rate_limit=False,
     )
-    if api_url:
-        mount_local_api(client.session, api_url)
+    mount_adapter(client.session, api_url)
     return client
 
 
@@ -211,10 +222,13 @@ class _XEdge:
 
     def __init__(
         self,
-        creds: XCredentials | None,
-        api_url: str | None,
-        clock: Callable[[], datetime],
+        credentials: XCredentials | None = None,
+        *,
+        api_url: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        """`credentials` default to the stage's secret and `api_url` to `X_API_URL`."""
+        creds = credentials
         self._creds = creds
         self._from_secret = creds is None
         self._api_url = api_url
@@ -286,16 +300,6 @@ class _XEdge:
 class XSource(_XEdge):
     """`PostSource` on X's recent search (app-only bearer token)."""
 
-    def __init__(
-        self,
-        credentials: XCredentials | None = None,
-        *,
-        api_url: str | None = None,
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
-        """`credentials` default to the stage's secret and `api_url` to `X_API_URL`."""
-        super().__init__(credentials, api_url, clock)
-
     def search(
         self,
         topic: Topic,
@@ -338,15 +342,6 @@ class XSource(_XEdge):
 
 class XPoster(_XEdge):
     """Posts as the brand account (OAuth 1.0a user context)."""
-
-    def __init__(
-        self,
-        credentials: XCredentials | None = None,
-        *,
-        api_url: str | None = None,
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
-        super().__init__(credentials, api_url, clock)
 
     def post(self, text: str) -> str:
         """Publishes `text`; returns the new post's id."""

@@ -64,34 +64,30 @@ class PostMaker:
             place=place,
         )
 
-    def chatter(self, start: datetime, minutes: int, per_minute: int = 2) -> list[Post]:
+    def burst(
+        self,
+        start: datetime,
+        minutes: int,
+        per_minute: int,
+        texts: tuple[str, ...],
+        places: tuple[str | None, ...] = (None,),
+    ) -> list[Post]:
         return [
             self.post(
                 start + timedelta(minutes=m, seconds=self.rng.randrange(60)),
-                self.rng.choice(CHATTER),
-            )
-            for m in range(minutes)
-            for _ in range(per_minute)
-        ]
-
-    def outage(self, start: datetime, minutes: int, per_minute: int = 12) -> list[Post]:
-        places = ("Dallas, TX", "Dallas, TX", "Fort Worth, TX", None)
-        return [
-            self.post(
-                start + timedelta(minutes=m, seconds=self.rng.randrange(60)),
-                self.rng.choice(OUTAGE),
+                self.rng.choice(texts),
                 place=self.rng.choice(places),
             )
             for m in range(minutes)
             for _ in range(per_minute)
         ]
 
+    def chatter(self, start: datetime, minutes: int, per_minute: int = 2) -> list[Post]:
+        return self.burst(start, minutes, per_minute, CHATTER)
+
+    def outage(self, start: datetime, minutes: int, per_minute: int = 12) -> list[Post]:
+        places = ("Dallas, TX", "Dallas, TX", "Fort Worth, TX", None)
+        return self.burst(start, minutes, per_minute, OUTAGE, places)
+
     def viral(self, start: datetime, minutes: int, per_minute: int = 25) -> list[Post]:
-        return [
-            self.post(
-                start + timedelta(minutes=m, seconds=self.rng.randrange(60)),
-                self.rng.choice(VIRAL),
-            )
-            for m in range(minutes)
-            for _ in range(per_minute)
-        ]
+        return self.burst(start, minutes, per_minute, VIRAL)

@@ -305,13 +305,38 @@ def test_x_refusing_a_post_is_a_source_error(xserver: XServer) -> None:
 
 
 def test_the_adapter_keeps_path_and_query() -> None:
-    adapter = x.LocalApiAdapter("http://127.0.0.1:9999/")
+    adapter = x.XAdapter("http://127.0.0.1:9999/")
     assert (
         adapter.rewrite("https://api.twitter.com/2/tweets/search/recent?query=a%20b&x=1")
         == "http://127.0.0.1:9999/2/tweets/search/recent?query=a%20b&x=1"
     )
     with pytest.raises(ValueError, match="not an http"):
-        x.LocalApiAdapter("127.0.0.1:9999")
+        x.XAdapter("127.0.0.1:9999")
+
+
+def test_a_request_without_a_timeout_gets_one_and_production_urls_are_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    adapter = x.XAdapter(None)
+    url = "https://api.twitter.com/2/tweets/search/recent?query=a"
+    assert adapter.rewrite(url) == url
+    seen: dict[str, Any] = {}
+
+    def send(request: Any, **kwargs: Any) -> str:
+        seen.update(kwargs, url=request.url)
+        return "response"
+
+    monkeypatch.setattr(adapter._inner, "send", send)
+
+    class Request:
+        pass
+
+    request = Request()
+    request.url = url  # type: ignore[attr-defined]
+    response: Any = adapter.send(request, timeout=None)  # type: ignore[arg-type]
+    assert response == "response"
+    assert seen["timeout"] == x.HTTP_TIMEOUT
+    assert seen["url"] == url
 
 
 def test_importing_the_module_loads_neither_tweepy_nor_requests() -> None:

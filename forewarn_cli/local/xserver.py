@@ -1,7 +1,7 @@
 """A small X API v2-compatible server, for local stacks, demos and tests.
 
 It answers the calls Forewarn makes, in X's wire format, so that tweepy's real client (with
-only its host redirected, see `chalicelib.x.LocalApiAdapter`) talks to it as to api.x.com:
+only its host redirected, see `chalicelib.x.XAdapter`) talks to it as to api.x.com:
 
 * `GET /2/tweets/search/recent`: a useful subset of X's query language (terms ANDed by
   space, `OR`, parentheses, quoted phrases, `@mention`, `#hashtag`, `-negation`, `from:`,
