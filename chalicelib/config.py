@@ -61,6 +61,22 @@ class Names:
         return self.table("flags")
 
     @property
+    def sources(self) -> str:
+        return self.table("sources")
+
+    @property
+    def shipments(self) -> str:
+        return self.table("shipments")
+
+    @property
+    def webhook_events(self) -> str:
+        return self.table("webhook-events")
+
+    @property
+    def notice_queue(self) -> str:
+        return f"forewarn-{self.stage}-notices"
+
+    @property
     def planner_queue(self) -> str:
         return f"forewarn-{self.stage}-planner"
 
@@ -98,6 +114,11 @@ class Settings:
     # infra/) and an address the service emails directly.
     ops_topic_arn: str | None
     ops_email: str | None
+    # Inbound webhooks and outbound return events: the secret with the signing keys (JSON),
+    # the SNS topic for `return.received`, and an optional partner URL to POST it to, signed.
+    webhook_secret_id: str
+    returns_topic_arn: str | None
+    return_webhook_url: str | None
 
 
 def stage() -> str:
@@ -134,4 +155,7 @@ def settings() -> Settings:
         high_reach_followers=int(env.get("HIGH_REACH_FOLLOWERS", "10000")),
         ops_topic_arn=env.get("OPS_TOPIC_ARN") or None,
         ops_email=env.get("OPS_EMAIL") or None,
+        webhook_secret_id=env.get("WEBHOOK_SECRET_ID") or f"forewarn/{stage()}/webhooks",
+        returns_topic_arn=env.get("RETURNS_TOPIC_ARN") or None,
+        return_webhook_url=env.get("RETURN_WEBHOOK_URL") or None,
     )

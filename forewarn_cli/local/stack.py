@@ -129,6 +129,7 @@ class LocalStack:
         )
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks["Stacks"][0].get("Outputs", [])}
         os.environ["OPS_TOPIC_ARN"] = outputs["OpsTopicArn"]
+        os.environ["RETURNS_TOPIC_ARN"] = outputs["ReturnsTopicArn"]
         runtime.reset()
 
     def start_x(self) -> None:
