@@ -40,10 +40,23 @@ def _secret(
     )
 
 
+def _sns_subscription(
+    clients: Callable[[str], Any], props: Mapping[str, Any], params: Mapping[str, str]
+) -> None:
+    endpoint = _resolve(props["Endpoint"], params)
+    if endpoint:  # the template's condition: no address, no subscription
+        clients("sns").subscribe(
+            TopicArn=_resolve(props["TopicArn"], params),
+            Protocol=_resolve(props["Protocol"], params),
+            Endpoint=endpoint,
+        )
+
+
 # Resource types moto's CloudFormation skips, and how to create each one directly.
 _DIRECT: dict[str, Callable[[Callable[[str], Any], Mapping[str, Any], Mapping[str, str]], None]] = {
     "AWS::SES::EmailIdentity": _ses_identity,
     "AWS::SecretsManager::Secret": _secret,
+    "AWS::SNS::Subscription": _sns_subscription,
 }
 
 
@@ -60,10 +73,12 @@ def _resolve(value: Any, params: Mapping[str, str]) -> str:
     raise ValueError(f"cannot resolve {value!r} outside CloudFormation")
 
 
-def deploy(clients: Callable[[str], Any], *, stage: str, sender_email: str) -> list[str]:
+def deploy(
+    clients: Callable[[str], Any], *, stage: str, sender_email: str, ops_email: str = ""
+) -> list[str]:
     """Create every resource of the template; returns the logical ids created."""
     template = load_template()
-    params = {"Stage": stage, "SenderEmail": sender_email}
+    params = {"Stage": stage, "SenderEmail": sender_email, "OpsEmail": ops_email}
     direct = {
         logical: resource
         for logical, resource in template["Resources"].items()
@@ -87,8 +102,15 @@ def deploy(clients: Callable[[str], Any], *, stage: str, sender_email: str) -> l
     ]
     if status != "CREATE_COMPLETE":
         raise RuntimeError(f"local stack ended in {status}")
+    # A directly created resource may Ref one the stack made: resolve it to its physical id.
+    physical = {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in cloudformation.describe_stack_resources(StackName=f"{STACK_NAME}-{stage}")[
+            "StackResources"
+        ]
+    }
     for logical, resource in direct.items():
-        _DIRECT[resource["Type"]](clients, resource.get("Properties", {}), params)
+        _DIRECT[resource["Type"]](clients, resource.get("Properties", {}), {**physical, **params})
         log.info("created %s (%s) directly", logical, resource["Type"])
     return list(template["Resources"])
 

@@ -123,7 +123,12 @@ class LocalStack:
         from chalicelib import aws, runtime
 
         runtime.reset()
-        infra.deploy(aws.client, stage=self.stage, sender_email=os.environ["SENDER_EMAIL"])
+        infra.deploy(
+            aws.client,
+            stage=self.stage,
+            sender_email=os.environ["SENDER_EMAIL"],
+            ops_email=os.environ["OPS_EMAIL"],
+        )
         stacks = aws.client("cloudformation").describe_stacks(
             StackName=f"{infra.STACK_NAME}-{self.stage}"
         )
