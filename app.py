@@ -15,7 +15,17 @@ from chalice.app import (
     SQSEvent,
 )
 
-from chalicelib import broadcasts, customer_import, deliveries, handoff, http, incidents, topics
+from chalicelib import (
+    broadcasts,
+    customer_import,
+    customer_notices,
+    deliveries,
+    handoff,
+    http,
+    incidents,
+    shipment_api,
+    topics,
+)
 from chalicelib.auth import OPS, SOCIAL, Principal
 from chalicelib.config import Names, scan_rate_minutes, stage
 from chalicelib.queues import QueueMessage
@@ -114,6 +124,13 @@ def deliver_notices(event: SQSEvent) -> dict[str, Any]:
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
 
 
+@app.on_sqs_message(queue=names.notice_queue, batch_size=10)
+def deliver_customer_notices(event: SQSEvent) -> dict[str, Any]:
+    messages = [QueueMessage.from_record(record.to_dict()) for record in event]
+    failed = customer_notices.handle_batch(services(), messages)
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
+
+
 @app.schedule("rate(1 minute)")
 def sweep_broadcasts(event: CloudWatchEvent) -> None:
     broadcasts.sweep(services())
@@ -171,3 +188,26 @@ def decide_flag(principal: Principal, post_id: str, action: str) -> dict[str, An
 @app.schedule(Rate(scan_rate_minutes(), unit=Rate.MINUTES))
 def scan_social_feeds(event: CloudWatchEvent) -> dict[str, Any]:
     return scheduled_scan(event.context)
+
+
+# -- shipments --------------------------------------------------------------------------------
+
+
+@api.route("/api/shipments", methods=("POST",), roles=(OPS,))
+def import_shipments(principal: Principal) -> dict[str, Any]:
+    return shipment_api.import_shipments(services().store, api.body())
+
+
+@api.route("/api/shipments/{tracking_code}", roles=(OPS,))
+def get_shipment(principal: Principal, tracking_code: str) -> dict[str, Any]:
+    return shipment_api.get_shipment(services().store, tracking_code)
+
+
+@api.signed_route("/webhooks/easypost")
+def easypost_webhook(body: bytes, headers: Any) -> dict[str, Any]:
+    return shipment_api.receive_easypost(services(), body, headers)
+
+
+@api.signed_route("/webhooks/aftership")
+def aftership_webhook(body: bytes, headers: Any) -> dict[str, Any]:
+    return shipment_api.receive_aftership(services(), body, headers)

@@ -49,7 +49,7 @@ import math
 import sys
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 HOUR = 3600
 DAY = 24 * HOUR
@@ -66,6 +66,14 @@ _LOG10_E = 1.0 / math.log(10.0)  # mean excess, in decades, of an exactly calibr
 _CAL_LOGS = 4  # where the log-sums start in the calibration state
 _EPS = 1e-13
 _MAX_ITERATIONS = 20_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # a Thursday
+_MICROSECOND = timedelta(microseconds=1)
+_HOUR_US = HOUR * 1_000_000
+_DAY_US = DAY * 1_000_000
+# A tail the pmf bound proves to be this factor (in log) above the calibration threshold is
+# certainly above it as nb_upper_tail computes it: that is accurate to far better than 1e-3
+# wherever the bound is tried (see _nb_tail_at_least).
+_BOUND_MARGIN = 1e-3
 
 
 @dataclass(frozen=True)
@@ -178,9 +186,9 @@ class Assessment:
     score: float  # in [0, 1), higher = more anomalous, monotone in tail
 
 
-@dataclass(frozen=True)
-class _Prediction:
-    """Everything assess and learn need about the next bucket, computed once."""
+class _Prediction(NamedTuple):
+    """Everything assess and learn need about the next bucket, computed once (a tuple, as
+    one is built per bucket and a frozen dataclass costs several times more to build)."""
 
     mu: float
     season: float
@@ -196,6 +204,17 @@ class _Prediction:
 def _decay(step: float, half_life: float) -> float:
     """EWMA weight of a new observation for a half-life counted in the same unit as step."""
     return 1.0 - math.pow(2.0, -step / half_life)
+
+
+def _steady_from(rate: float, offset: int) -> int:
+    """The smallest count c >= 1 - offset with 1 / (c + offset) <= rate, as the updates'
+    max(1 / (c + offset), rate) compares them: from c on the rate is at its floor."""
+    if not rate > 0:
+        return sys.maxsize
+    c = max(1 - offset, int(1.0 / rate) - offset - 2)
+    while 1.0 / (c + offset) > rate:
+        c += 1
+    return c
 
 
 def _utc(moment: datetime) -> datetime:
@@ -232,6 +251,9 @@ class SeriesModel:
         self._mu2 = [0.0] * len(self._scales)
         self._recent_x: list[float] = []
         self._recent_mu: list[float] = []
+        # Derived from the recent windows, never stored (see _index_recent).
+        self._since_count = max(self._scales[-1] - 1, 0)
+        self._at_floor = 0
         # Decayed sums for the tail calibration: buckets, episodes begun, episodes ended,
         # their capped peak excess, and per scale c of _GPD_SCALES the sum of
         # log(1 + peak excess / c).
@@ -258,6 +280,34 @@ class SeriesModel:
         self._episode_gap = max(1, round(cfg.episode_gap_s / b))
         self._cal_prior_n = cfg.calibration_prior_s / b
         self._cal_q0 = 10.0**-cfg.calibration_decades
+        # For learning without assessing: a window's tail above this (log) cannot make the
+        # model's tail, times the number of windows, reach the calibration threshold.
+        self._log_tail_bound = math.log(self._cal_q0 / len(self._scales)) + _BOUND_MARGIN
+        # For runs of zeros (_learn_zeros): the lengths of the windows' pasts, what they sum
+        # to when every bucket in them was expected at the floor (summed as _predict sums
+        # them, so bit for bit the same), whether a zero at an expected count up to
+        # _zero_mu_max is learned as a zero (x = 0 whenever mu <= clip², as sd >= sqrt(mu)),
+        # and whether a silent stretch at the floor is settled whatever the dispersion.
+        # From which count each rate max(1 / (count + offset), a) is at its floor a: the
+        # level's (n), the daily and weekly slots' (their own counts), the dispersion's (n).
+        self._steady = (
+            _steady_from(self._a_level, 1),
+            _steady_from(self._a_daily, 1),
+            _steady_from(self._a_weekly, 1),
+            _steady_from(self._a_disp, 0),
+        )
+        self._pasts = tuple(m - 1 for m in self._scales)
+        self._floor_pasts = tuple(float(sum([self._floor] * k)) for k in self._pasts)
+        self._zero_mu_max = 0.999 * cfg.clip_sigmas**2
+        quiet_window = self._floor + self._floor_pasts[-1]
+        self._quiet_settled = quiet_window <= cfg.clip_sigmas * math.sqrt(quiet_window)
+        # Per-slot ratios num / den (0 while a slot is unknown) and how many slots are known,
+        # kept in step with the profiles so a prediction need not recompute them; rebuilt by
+        # from_dict, never stored.
+        self._daily_ratio = [0.0] * 24
+        self._daily_known = 0
+        self._weekly_ratio = [0.0] * 168
+        self._weekly_known = [0] * 24  # per hour of day
 
     # -- public API ------------------------------------------------------------------------
 
@@ -280,7 +330,7 @@ class SeriesModel:
         when = _utc(bucket_start)
         model = self
         if self._steps_to(when) > 1:
-            model = SeriesModel.from_dict(self.to_dict())
+            model = self._copy()
             model._fill_gap(when)
         prediction = model._predict(when)
         value = _count(count)
@@ -295,7 +345,7 @@ class SeriesModel:
         self._fill_gap(when)
         prediction = self._predict(when)
         value = _count(count)
-        self._learn(when, prediction, value, self._raw_tail(prediction, value))
+        self._learn(when, prediction, value, self._calibration_tail(prediction, value))
 
     def observe(self, bucket_start: datetime, count: int) -> Assessment:
         """Assess a closed bucket, then learn it."""
@@ -353,6 +403,8 @@ class SeriesModel:
         model._episode_quiet = int(data["episode"][1])
         if len(model._daily_n) != 24 or len(model._weekly_n) != 168:
             raise ValueError("corrupt SeriesModel state: profile sizes")
+        model._index_profiles()
+        model._index_recent()
         return model
 
     # -- internals ---------------------------------------------------------------------------
@@ -361,6 +413,15 @@ class SeriesModel:
         if self.last_bucket is None:
             return 1
         return round((when - self.last_bucket).total_seconds() / self.bucket_seconds)
+
+    def _copy(self) -> SeriesModel:
+        copy = type(self).__new__(type(self))
+        # Every list of the state is flat (floats or ints), so copying each one is deep.
+        copy.__dict__ = {
+            name: list(value) if isinstance(value, list) else value
+            for name, value in self.__dict__.items()
+        }
+        return copy
 
     def _fill_gap(self, when: datetime) -> None:
         """Learn the buckets between last_bucket and ``when`` as zeros."""
@@ -375,38 +436,497 @@ class SeriesModel:
         # the oldest part so a month offline costs no more than a few days.
         self._n += skipped
         start = self.last_bucket + step * (skipped + 1)
-        for i in range(missing - skipped):
-            moment = start + step * i
-            prediction = self._predict(moment)
-            self._learn(moment, prediction, 0, self._raw_tail(prediction, 0))
+        total = missing - skipped
+        done = 0
+        while done < total:
+            done += self._learn_zeros(start + step * done, total - done)
+            if done < total:
+                # A bucket _learn_zeros leaves to the general step, then back to the fast one.
+                moment = start + step * done
+                prediction = self._predict(moment)
+                self._learn(moment, prediction, 0, self._calibration_tail(prediction, 0))
+                done += 1
+
+    def _learn_zeros(self, first: datetime, count: int) -> int:
+        """Learn up to ``count`` zero buckets from ``first`` on, to the state ``_learn`` of
+        each in turn gives; return how many were learned. It stops before a bucket it
+        leaves to the general step: the model's second bucket (whose dispersion update has
+        rate 1) or an expected count above 0.999 clip_sigmas², where a zero may be
+        winsorised up to a positive count (below it, mu - clip·sd <= 0 as sd >= sqrt(mu)).
+
+        The level and the hour's two profile slots are stepped bucket by bucket, in locals:
+        the slots' factors feed back into the level's denominator and the level into the
+        slots' bases, a non-linear recursion with no closed form (about a microsecond a
+        bucket). Everything else is aggregated:
+
+        * dispersion: every scale is an EWMA with the same rates, and its input (the
+          window's learned and expected sums) is constant between the buckets where the
+          expected count or a window's content changes; so each scale is held as ``target
+          + (value - target) x G / G0``, G the running product of (1 - rate), and brought up
+          to date only when its input changes or its dispersion is needed;
+        * calibration: a zero's tail is 1 unless a window still holds an earlier rise, so
+          such buckets only decay the sums and add a bucket, which k of them do at once
+          (decay**k and a geometric sum); an open episode counts them and ends at its
+          exact bucket;
+        * quiet runs: while the expected count is the floor and every window is constant
+          (no earlier count leaving it, every bucket in it expected at the floor), a bucket
+          is settled, has no tail and changes no window sum, so only the coupled core is
+          stepped and the recent windows are extended once; with a level of exactly 0 (no
+          count yet) nothing feeds back and the hour's buckets are one closed form;
+        * elsewhere a window holding an earlier rise above its expectation gets its tail
+          bounded from below (_nb_tail_at_least) and computed only if that may reach the
+          calibration threshold; window sums are summed as _predict sums them.
+
+        The result equals the one-by-one replay up to float rounding (the order of a few
+        sums, and the closed forms): about 1e-13 relative in tests/test_detector.py.
+        """
+        n = self._n
+        if n < 2 or count <= 0:
+            return 0
+        cfg = self.config
+        floor = self._floor
+        mu_max = self._zero_mu_max
+        clip = cfg.clip_sigmas
+        a_level, a_daily, a_weekly, a_disp = (
+            self._a_level, self._a_daily, self._a_weekly, self._a_disp,
+        )  # fmt: skip
+        level_steady, daily_steady, weekly_steady, disp_steady = self._steady
+        keep_disp = 1.0 - a_disp
+        daily_prior, weekly_prior = self._daily_prior, self._weekly_prior
+        scales = len(self._scales)
+        last = scales - 1
+        pasts, floor_pasts = self._pasts, self._floor_pasts
+        longest = max(self._ring, 0)
+        quiet_settled = self._quiet_settled
+        gap = self._episode_gap
+        xs, ms = self._recent_x, self._recent_mu
+        since_x, at_floor = self._since_count, self._at_floor
+        level_num, level_den = self._level_num, self._level_den
+        # Per scale: the dispersion input (window learned sum, expected sum; -1 = none yet)
+        # and G when the scale was last brought up to date.
+        in_x = [0.0] * scales
+        in_mean = [-1.0] * scales
+        since = [1.0] * scales
+        g = 1.0
+        pending = 0  # calibration buckets without a surprise, not yet applied
+        unpushed = 0  # quiet buckets not yet appended to the recent windows
+        peak, quiet = self._episode_peak, self._episode_quiet
+        quiet_until = retry_at = 0  # the quiet run, and when to try one again
+        checks: list[tuple[float, ...]] = []  # its windows whose tail must be bounded
+        pull = self._pull
+        sq, sq_mu, sq_mu2 = self._sq, self._mu, self._mu2
+        tail_bound = self._log_tail_bound
+        step_us = self.bucket_seconds * 1_000_000
+        t = (first - _EPOCH) // _MICROSECOND
+        done = 0
+        stopped = False
+        settled: bool
+        while done < count and not stopped:
+            hour_index = t // _HOUR_US
+            hour = hour_index % 24
+            week_hour = ((t // _DAY_US + 3) % 7) * 24 + hour
+            day = week_hour // 24
+            seg_end = min(count, done - (((hour_index + 1) * _HOUR_US - t) // -step_us))
+            # The hour's two slots are stepped in locals; the other slots' ratios are fixed.
+            d_num, d_den, d_n = (
+                self._daily_num[hour], self._daily_den[hour], self._daily_n[hour],
+            )  # fmt: skip
+            w_num, w_den, w_n = (
+                self._weekly_num[week_hour],
+                self._weekly_den[week_hour],
+                self._weekly_n[week_hour],
+            )
+            ratios = self._daily_ratio
+            d_others = sum(ratios[:hour]) + sum(ratios[hour + 1 :])
+            d_known = self._daily_known - (1 if d_n else 0) + 1
+            ratios = self._weekly_ratio[hour::24]
+            w_others = sum(ratios[:day]) + sum(ratios[day + 1 :])
+            w_known = self._weekly_known[hour] - (1 if w_n else 0) + 1
+            start = done
+            while done < seg_end:
+                # -- _predict
+                daily = 1.0
+                if d_n:
+                    ratio = d_num / d_den
+                    mean = (d_others + ratio) / d_known
+                    if mean > 0:
+                        daily = 1.0 + (ratio / mean - 1.0) * d_n / (d_n + daily_prior)
+                weekly = 1.0
+                if w_n:
+                    ratio = w_num / w_den
+                    mean = (w_others + ratio) / w_known
+                    if mean > 0:
+                        weekly = 1.0 + (ratio / mean - 1.0) * w_n / (w_n + weekly_prior)
+                season = daily * weekly
+                if season < _SEASON_MIN:
+                    season = _SEASON_MIN
+                elif season > _SEASON_MAX:
+                    season = _SEASON_MAX
+                level = level_num / level_den if level_den > 0 else 0.0
+                mu = level * season
+                if mu <= floor:
+                    mu = floor
+                    if done >= quiet_until and done >= retry_at and at_floor >= longest:
+                        # Try to open a quiet run: constant windows, settled.
+                        if unpushed:
+                            self._extend_recent(unpushed)
+                            unpushed = 0
+                        run = count  # buckets until a window's learned sum changes
+                        fits = quiet_settled
+                        sums = []
+                        for j in range(scales):
+                            k = pasts[j]
+                            past_x = 0.0
+                            if k and since_x < k:
+                                window = xs[-k:]
+                                past_x = sum(window)
+                                # The oldest count in the window leaves it first.
+                                for index, value in enumerate(window):
+                                    if value != 0.0:
+                                        run = min(run, k - (len(window) - 1 - index))
+                                        break
+                            window_mean = floor + floor_pasts[j]
+                            if j == last and abs(past_x - window_mean) > clip * math.sqrt(
+                                window_mean
+                            ):
+                                fits = False
+                            sums.append(past_x)
+                        if fits:
+                            checks = []
+                            for j in range(scales):
+                                past_x, window_mean = sums[j], floor + floor_pasts[j]
+                                if past_x != in_x[j] or window_mean != in_mean[j]:
+                                    pull(j, in_x[j], in_mean[j], g / since[j])
+                                    in_x[j], in_mean[j], since[j] = past_x, window_mean, g
+                                if past_x > window_mean:
+                                    # A window still holding a rise: its tail is bounded
+                                    # bucket by bucket (it moves with the dispersion).
+                                    target = (past_x - window_mean) ** 2
+                                    checks.append(
+                                        (
+                                            past_x,
+                                            window_mean,
+                                            since[j],
+                                            target,
+                                            sq[j] - target,
+                                            window_mean,
+                                            sq_mu[j] - window_mean,
+                                            window_mean * window_mean,
+                                            sq_mu2[j] - window_mean * window_mean,
+                                        )
+                                    )
+                            quiet_until = done + run
+                        else:
+                            retry_at = done + run
+                    is_quiet = done < quiet_until
+                else:
+                    if mu > mu_max:
+                        stopped = True
+                        break
+                    is_quiet = False
+                    quiet_until = 0
+                if is_quiet:
+                    # -- quiet buckets, from this one to the end of the run or the hour
+                    limit = min(seg_end, quiet_until)
+                    if peak > 0:
+                        limit = min(limit, done + gap - quiet)
+                    begun = done
+                    if level_num == 0.0 and not checks:
+                        # No slot learns (level 0) and the season is the hour's.
+                        level_den = self._level_den_after(level_den, season, n, limit - done)
+                        g *= self._disp_keep(n, limit - done)
+                        n += limit - done
+                        done = limit
+                    else:
+                        while True:
+                            if checks and not self._quiet_tails(checks, g, n, level):
+                                # The tail may reach the threshold: the general step.
+                                quiet_until = done
+                                retry_at = done + 1
+                                break
+                            a = a_level if n >= level_steady else 1.0 / (n + 1)
+                            level_num += a * (0.0 - level_num)
+                            level_den += a * (season - level_den)
+                            if level > 0:
+                                a = a_daily if d_n >= daily_steady else 1.0 / (d_n + 1)
+                                d_num += a * (0.0 - d_num)
+                                d_den += a * (level * weekly - d_den)
+                                d_n += 1
+                                a = a_weekly if w_n >= weekly_steady else 1.0 / (w_n + 1)
+                                w_num += a * (0.0 - w_num)
+                                w_den += a * (level * daily - w_den)
+                                w_n += 1
+                            g *= keep_disp if n >= disp_steady else 1.0 - 1.0 / n
+                            n += 1
+                            done += 1
+                            if done >= limit:
+                                break
+                            daily = 1.0
+                            if d_n:
+                                ratio = d_num / d_den
+                                mean = (d_others + ratio) / d_known
+                                if mean > 0:
+                                    daily = 1.0 + (ratio / mean - 1.0) * d_n / (d_n + daily_prior)
+                            weekly = 1.0
+                            if w_n:
+                                ratio = w_num / w_den
+                                mean = (w_others + ratio) / w_known
+                                if mean > 0:
+                                    weekly = 1.0 + (ratio / mean - 1.0) * w_n / (w_n + weekly_prior)
+                            season = daily * weekly
+                            if season < _SEASON_MIN:
+                                season = _SEASON_MIN
+                            elif season > _SEASON_MAX:
+                                season = _SEASON_MAX
+                            level = level_num / level_den if level_den > 0 else 0.0
+                            if level * season > floor:
+                                break
+                    steps = done - begun
+                    pending += steps
+                    unpushed += steps
+                    since_x += steps
+                    at_floor += steps
+                    if peak > 0:
+                        quiet += steps
+                        if quiet >= gap:
+                            self._decay_calibration(pending)
+                            pending = 0
+                            self._episode_peak = peak
+                            self._end_episode()
+                            peak, quiet = 0.0, 0
+                    if steps:
+                        continue
+                # -- any other bucket: windows as _predict sums them
+                if unpushed:
+                    self._extend_recent(unpushed)
+                    unpushed = 0
+                best = 1.0
+                window_x, window_mean = 0.0, mu
+                for j in range(scales):
+                    k = pasts[j]
+                    if k:
+                        past_x = sum(xs[-k:]) if since_x < k else 0.0
+                        mean = mu + (floor_pasts[j] if at_floor >= k else sum(ms[-k:]))
+                        if j == last:
+                            window_x, window_mean = past_x, mean
+                    else:
+                        past_x, mean = 0.0, mu
+                    changed = past_x != in_x[j] or mean != in_mean[j]
+                    if changed or past_x > mean:
+                        # Bring the scale up to date (_pull, inlined: this is hot).
+                        keep = g / since[j]
+                        target_x, target_mean = in_x[j], in_mean[j]
+                        if keep != 1.0 and target_mean >= 0:
+                            target = (target_x - target_mean) ** 2
+                            sq[j] = target + (sq[j] - target) * keep
+                            sq_mu[j] = target_mean + (sq_mu[j] - target_mean) * keep
+                            target = target_mean * target_mean
+                            sq_mu2[j] = target + (sq_mu2[j] - target) * keep
+                        since[j] = g
+                        if changed:
+                            in_x[j], in_mean[j] = past_x, mean
+                        if past_x > mean:
+                            alpha = self._zero_alpha(j, n, level)
+                            if not _nb_tail_at_least(past_x, mean, alpha, tail_bound):
+                                best = min(best, nb_upper_tail(past_x, mean, alpha))
+                spread = abs(window_x - window_mean)
+                # sd >= sqrt(mean) whatever the dispersion, so this is often enough.
+                settled = spread <= clip * math.sqrt(window_mean)
+                if not settled:
+                    pull(last, in_x[last], in_mean[last], g / since[last])
+                    since[last] = g
+                    alpha = self._zero_alpha(last, n, level)
+                    settled = spread <= clip * math.sqrt(
+                        window_mean + alpha * window_mean * window_mean
+                    )
+                # -- _learn_calibration
+                if best < 1.0:
+                    self._decay_calibration(pending)
+                    pending = 0
+                    self._episode_peak, self._episode_quiet = peak, quiet
+                    self._learn_calibration(min(1.0, max(best * scales, _TINY)))
+                    peak, quiet = self._episode_peak, self._episode_quiet
+                else:
+                    pending += 1
+                    if peak > 0:
+                        quiet += 1
+                        if quiet >= gap:
+                            self._decay_calibration(pending)
+                            pending = 0
+                            self._episode_peak = peak
+                            self._end_episode()
+                            peak, quiet = 0.0, 0
+                if longest:
+                    xs.append(0.0)
+                    ms.append(mu)
+                since_x += 1
+                at_floor = at_floor + 1 if mu == floor else 0
+                # -- _learn, x = 0
+                a = a_level if n >= level_steady else 1.0 / (n + 1)
+                level_num += a * (0.0 - level_num)
+                level_den += a * (season - level_den)
+                if level > 0 and settled:
+                    a = a_daily if d_n >= daily_steady else 1.0 / (d_n + 1)
+                    d_num += a * (0.0 - d_num)
+                    d_den += a * (level * weekly - d_den)
+                    d_n += 1
+                    a = a_weekly if w_n >= weekly_steady else 1.0 / (w_n + 1)
+                    w_num += a * (0.0 - w_num)
+                    w_den += a * (level * daily - w_den)
+                    w_n += 1
+                g *= 1.0 - (a_disp if n >= disp_steady else 1.0 / n)
+                n += 1
+                done += 1
+            # Write the hour's slots back, with their ratios and known counts.
+            if d_n and not self._daily_n[hour]:
+                self._daily_known += 1
+            self._daily_num[hour], self._daily_den[hour], self._daily_n[hour] = d_num, d_den, d_n
+            self._daily_ratio[hour] = d_num / d_den if d_n else 0.0
+            if w_n and not self._weekly_n[week_hour]:
+                self._weekly_known[hour] += 1
+            self._weekly_num[week_hour] = w_num
+            self._weekly_den[week_hour] = w_den
+            self._weekly_n[week_hour] = w_n
+            self._weekly_ratio[week_hour] = w_num / w_den if w_n else 0.0
+            t += (done - start) * step_us
+        if unpushed:
+            self._extend_recent(unpushed)
+        if longest and len(xs) > longest:
+            del xs[:-longest]
+            del ms[:-longest]
+        for j in range(scales):
+            if since[j] != g:
+                pull(j, in_x[j], in_mean[j], g / since[j])
+        self._decay_calibration(pending)
+        self._episode_peak, self._episode_quiet = peak, quiet
+        self._level_num, self._level_den = level_num, level_den
+        self._since_count, self._at_floor = min(since_x, longest), min(at_floor, len(ms))
+        self._n = n
+        if done:
+            self._tail_fit = None
+            self.last_bucket = first + timedelta(seconds=self.bucket_seconds) * (done - 1)
+        return done
+
+    def _quiet_tails(self, checks: list[tuple[float, ...]], g: float, n: int, level: float) -> bool:
+        """Whether every window of a quiet run holding a rise surely has a tail above the
+        calibration threshold at this bucket. Each is (window learned sum, expected sum, G
+        when its dispersion was last brought up to date, then target and offset of sq, mu
+        and mu² as _pull holds them), so its dispersion is computed without storing it."""
+        cfg = self.config
+        prior, prior_n = cfg.prior_dispersion, self._prior_n
+        updates = n - 1
+        n_eff = min(float(n), self._level_eff_n)
+        level_alpha = 1.0 / (n_eff * max(level, self._floor)) if n_eff > 0 else 0.0
+        for past_x, mean, since, sq_t, sq_d, mu_t, mu_d, mu2_t, mu2_d in checks:
+            keep = g / since
+            mu2 = mu2_t + mu2_d * keep
+            estimate = prior
+            if updates and mu2 > 0:
+                estimate = max(0.0, (sq_t + sq_d * keep - (mu_t + mu_d * keep)) / mu2)
+            alpha = (prior_n * prior + updates * estimate) / (prior_n + updates) + level_alpha
+            if not _nb_tail_at_least(past_x, mean, alpha, self._log_tail_bound):
+                return False
+        return True
+
+    def _level_den_after(self, den: float, season: float, n: int, steps: int) -> float:
+        """The level's denominator after ``steps`` buckets at one season, from n buckets:
+        at rate 1 / (n + 1) it is a running mean, then an EWMA."""
+        first = min(steps, max(0, self._steady[0] - n))
+        if first:
+            den = (n * den + first * season) / (n + first)
+        if steps > first:
+            den = season + (den - season) * (1.0 - self._a_level) ** (steps - first)
+        return den
+
+    def _disp_keep(self, n: int, steps: int) -> float:
+        """The product of (1 - dispersion rate) over ``steps`` buckets from n (>= 2): the
+        rates 1 / n give (n - 1) / (n - 1 + k), then (1 - a)**k."""
+        first = min(steps, max(0, self._steady[3] - n))
+        keep = (n - 1) / (n - 1 + first) if first else 1.0
+        if steps > first:
+            keep *= (1.0 - self._a_disp) ** (steps - first)
+        return keep
+
+    def _extend_recent(self, buckets: int) -> None:
+        """Append ``buckets`` zeros expected at the floor to the recent windows (only the
+        last ring of them can matter)."""
+        if self._ring > 0:
+            keep = min(buckets, self._ring)
+            self._recent_x.extend([0.0] * keep)
+            self._recent_mu.extend([self._floor] * keep)
+
+    def _pull(self, j: int, x: float, mean: float, keep: float) -> None:
+        """Bring scale j's dispersion up to date: EWMA steps whose (1 - rate) multiply to
+        ``keep``, all with the input of a window summing to ``x`` against ``mean``."""
+        if mean < 0 or keep == 1.0:
+            return
+        target = (x - mean) ** 2
+        self._sq[j] = target + (self._sq[j] - target) * keep
+        self._mu[j] = mean + (self._mu[j] - mean) * keep
+        target = mean * mean
+        self._mu2[j] = target + (self._mu2[j] - target) * keep
+
+    def _zero_alpha(self, j: int, n: int, level: float) -> float:
+        """Scale j's dispersion as _predict computes it, for a model at n buckets."""
+        cfg = self.config
+        updates = n - 1
+        estimate = cfg.prior_dispersion
+        if updates and self._mu2[j] > 0:
+            estimate = max(0.0, (self._sq[j] - self._mu[j]) / self._mu2[j])
+        blended = (self._prior_n * cfg.prior_dispersion + updates * estimate) / (
+            self._prior_n + updates
+        )
+        n_eff = min(float(n), self._level_eff_n)
+        level_alpha = 1.0 / (n_eff * max(level, self._floor)) if n_eff > 0 else 0.0
+        return blended + level_alpha
+
+    def _decay_calibration(self, buckets: int) -> None:
+        """``buckets`` calibration steps without a surprise: decay**k, plus the geometric
+        sum of the buckets added."""
+        if buckets <= 0:
+            return
+        keep = 1.0 - self._a_cal
+        factor = keep**buckets
+        cal = self._cal
+        cal[:] = [value * factor for value in cal]
+        cal[0] += (1.0 - factor) / (1.0 - keep) if keep < 1.0 else float(buckets)
 
     def _season_parts(self, hour: int, week_hour: int) -> tuple[float, float]:
+        # Unknown slots hold a ratio of 0.0, which adds nothing to a float sum: the sums are
+        # bit for bit those over the known slots alone, in slot order.
         daily = 1.0
         n = self._daily_n[hour]
         if n:
             # Normalised by the mean over known slots: the level carries the scale, so
             # level and profile cannot drift against each other.
-            ratios = [
-                self._daily_num[h] / self._daily_den[h] for h in range(24) if self._daily_n[h]
-            ]
-            mean = sum(ratios) / len(ratios)
+            mean = sum(self._daily_ratio) / self._daily_known
             if mean > 0:
-                factor = self._daily_num[hour] / self._daily_den[hour] / mean
+                factor = self._daily_ratio[hour] / mean
                 daily = 1.0 + (factor - 1.0) * n / (n + self._daily_prior)
         weekly = 1.0
         n = self._weekly_n[week_hour]
         if n:
             hour_of_day = week_hour % 24
-            ratios = [
-                self._weekly_num[s] / self._weekly_den[s]
-                for s in range(hour_of_day, 168, 24)
-                if self._weekly_n[s]
-            ]
-            mean = sum(ratios) / len(ratios)
+            mean = sum(self._weekly_ratio[hour_of_day::24]) / self._weekly_known[hour_of_day]
             if mean > 0:
-                factor = self._weekly_num[week_hour] / self._weekly_den[week_hour] / mean
+                factor = self._weekly_ratio[week_hour] / mean
                 weekly = 1.0 + (factor - 1.0) * n / (n + self._weekly_prior)
         return daily, weekly
+
+    def _index_profiles(self) -> None:
+        """Rebuild the per-slot ratios and known counts from the profiles."""
+        self._daily_ratio = [
+            num / den if n else 0.0
+            for num, den, n in zip(self._daily_num, self._daily_den, self._daily_n, strict=True)
+        ]
+        self._daily_known = sum(1 for n in self._daily_n if n)
+        self._weekly_ratio = [
+            num / den if n else 0.0
+            for num, den, n in zip(self._weekly_num, self._weekly_den, self._weekly_n, strict=True)
+        ]
+        self._weekly_known = [
+            sum(1 for s in range(h, 168, 24) if self._weekly_n[s]) for h in range(24)
+        ]
 
     def _predict(self, when: datetime) -> _Prediction:
         hour = when.hour
@@ -456,6 +976,25 @@ class SeriesModel:
             mean = p.mu + p.past_mu[j]
             # A window at or below its expectation is no evidence of a rise.
             if total > mean:
+                best = min(best, nb_upper_tail(total, mean, p.alphas[j]))
+        return min(1.0, max(best * len(self._scales), _TINY))
+
+    def _calibration_tail(self, p: _Prediction, count: int) -> float:
+        """``_raw_tail`` as far as learning needs it, which is only whether it is below the
+        calibration threshold (it is then an episode's peak) and if so its value. Windows
+        whose tail a cheap bound shows to be well above the threshold are not computed, so
+        what is returned is either the exact raw tail or a value >= the threshold, which the
+        calibration treats as the exact one (see _learn_calibration)."""
+        if self._n == 0:
+            return 1.0
+        bound = self._log_tail_bound
+        best = 1.0
+        for j in range(len(self._scales)):
+            total = count + p.past_x[j]
+            mean = p.mu + p.past_mu[j]
+            # A window at or below its expectation is no evidence of a rise (and the single
+            # bucket's tail is at least as large then).
+            if (j == 0 or total > mean) and not _nb_tail_at_least(total, mean, p.alphas[j], bound):
                 best = min(best, nb_upper_tail(total, mean, p.alphas[j]))
         return min(1.0, max(best * len(self._scales), _TINY))
 
@@ -569,14 +1108,8 @@ class SeriesModel:
             window_sd = math.sqrt(window_mu + p.alphas[j] * window_mu * window_mu)
             settled = abs(window_x - window_mu) <= self.config.clip_sigmas * window_sd
             if level > 0 and settled:
-                self._learn_slot(
-                    self._daily_num, self._daily_den, self._daily_n, p.hour,
-                    x, level * p.weekly, self._a_daily,
-                )  # fmt: skip
-                self._learn_slot(
-                    self._weekly_num, self._weekly_den, self._weekly_n, p.week_hour,
-                    x, level * p.daily, self._a_weekly,
-                )  # fmt: skip
+                self._learn_daily(p.hour, x, level * p.weekly)
+                self._learn_weekly(p.week_hour, x, level * p.daily)
             a = max(1.0 / self._n, self._a_disp)
             for j in range(len(self._scales)):
                 total = x + p.past_x[j]
@@ -588,20 +1121,25 @@ class SeriesModel:
         self._n += 1
         self.last_bucket = when
 
-    @staticmethod
-    def _learn_slot(
-        num: list[float],
-        den: list[float],
-        seen: list[int],
-        slot: int,
-        x: float,
-        base: float,
-        rate: float,
-    ) -> None:
-        a = max(1.0 / (seen[slot] + 1), rate)
-        num[slot] += a * (x - num[slot])
-        den[slot] += a * (base - den[slot])
-        seen[slot] += 1
+    def _learn_daily(self, slot: int, x: float, base: float) -> None:
+        seen = self._daily_n[slot]
+        a = max(1.0 / (seen + 1), self._a_daily)
+        self._daily_num[slot] += a * (x - self._daily_num[slot])
+        self._daily_den[slot] += a * (base - self._daily_den[slot])
+        self._daily_n[slot] = seen + 1
+        self._daily_ratio[slot] = self._daily_num[slot] / self._daily_den[slot]
+        if not seen:
+            self._daily_known += 1
+
+    def _learn_weekly(self, slot: int, x: float, base: float) -> None:
+        seen = self._weekly_n[slot]
+        a = max(1.0 / (seen + 1), self._a_weekly)
+        self._weekly_num[slot] += a * (x - self._weekly_num[slot])
+        self._weekly_den[slot] += a * (base - self._weekly_den[slot])
+        self._weekly_n[slot] = seen + 1
+        self._weekly_ratio[slot] = self._weekly_num[slot] / self._weekly_den[slot]
+        if not seen:
+            self._weekly_known[slot % 24] += 1
 
     def _push_recent(self, x: float, mu: float) -> None:
         if self._ring <= 0:
@@ -611,6 +1149,25 @@ class SeriesModel:
         if len(self._recent_x) > self._ring:
             del self._recent_x[0]
             del self._recent_mu[0]
+        self._since_count = min(self._since_count + 1, self._ring) if x == 0.0 else 0
+        self._at_floor = min(self._at_floor + 1, len(self._recent_mu)) if mu == self._floor else 0
+
+    def _index_recent(self) -> None:
+        """Rebuild the counters derived from the recent windows: the age of the newest
+        non-zero learned count (the ring length if none), and how many trailing buckets were
+        expected at exactly the floor. A function of the stored windows alone, so a model
+        and its from_dict copy take the same paths."""
+        ring = max(self._ring, 0)
+        self._since_count = ring
+        for age, value in enumerate(reversed(self._recent_x)):
+            if value != 0.0:
+                self._since_count = age
+                break
+        self._at_floor = 0
+        for value in reversed(self._recent_mu):
+            if value != self._floor:
+                break
+            self._at_floor += 1
 
 
 # -- alerting ---------------------------------------------------------------------------------
@@ -715,6 +1272,35 @@ def nb_upper_tail(x: float, mean: float, alpha: float) -> float:
         return poisson_upper_tail(x, mean)
     size = 1.0 / alpha
     return _betainc(x, size, mean / (mean + size))
+
+
+def _nb_tail_at_least(x: float, mean: float, alpha: float, log_bound: float) -> bool:
+    """Whether ``nb_upper_tail(x, mean, alpha)`` is surely >= exp(log_bound), from the
+    probability of ceil(x) alone: the tail falls with x (the incomplete beta and gamma
+    fall with their first argument), so it is at least P(X = ceil(x)). False when this
+    cannot tell. Huge sizes are left undecided: there the lgamma terms of the exact tail
+    lose more precision than the margin in log_bound allows for."""
+    if x <= 0:
+        return True
+    if mean <= 0:
+        return False
+    n = math.ceil(x)
+    if n > 30:
+        return False
+    if alpha * max(mean, x) < 1e-9:
+        log_p = n * math.log(mean) - mean
+    else:
+        size = 1.0 / alpha
+        if size > 1e7:
+            return False
+        p = mean / (mean + size)
+        # lgamma(n + size) - lgamma(size) as a sum of logs: no cancellation.
+        log_p = n * math.log(p) + size * math.log1p(-p) + math.log(size)
+        for t in range(1, n):
+            log_p += math.log(size + t)
+    if n > 1:
+        log_p -= math.lgamma(n + 1)
+    return log_p >= log_bound
 
 
 def poisson_upper_tail(x: float, mean: float) -> float:

@@ -34,6 +34,7 @@ JSON_HEADERS: dict[str, str | list[str]] = {
 }
 
 Handler = Callable[..., Any]
+SignedHandler = Callable[..., Any]
 
 
 def error_response(
@@ -58,6 +59,36 @@ class Api:
         self.app = app
         self.authorizer = authorizer
         self.roles: dict[str, dict[str, tuple[str, ...]]] = {}
+        # Routes that callers outside (carriers, status pages) reach without a bearer token;
+        # each authenticates the request itself, by a signature or a secret in the URL.
+        self.signed: set[str] = set()
+
+    def signed_route(self, path: str) -> Callable[[SignedHandler], SignedHandler]:
+        """Register a POST webhook: the handler gets the raw body and headers, and must
+        verify them before it trusts a byte of either."""
+
+        def register(handler: SignedHandler) -> SignedHandler:
+            self.signed.add(path)
+
+            @functools.wraps(handler)
+            def view(**params: Any) -> Response:
+                request = self.request
+                try:
+                    body = request.raw_body or b""
+                    if len(body) > MAX_BODY_BYTES:
+                        raise BadRequest(f"request body is larger than {MAX_BODY_BYTES} bytes")
+                    return json_response(handler(body, request.headers, **params))
+                except ForewarnError as exc:
+                    return error_response(exc.status, exc.code, exc.message, exc.details)
+                except Exception as exc:
+                    # A 5xx makes the sender retry, which is what an unexpected failure needs.
+                    _log_unexpected(handler.__name__, exc)
+                    return error_response(500, "internal", "something went wrong; it is logged")
+
+            self.app.route(path, methods=["POST"], content_types=["application/json"])(view)
+            return handler
+
+        return register
 
     def route(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from chalicelib import aws, queues, x
+from chalicelib import aws, queues, secrets, x
 from chalicelib.broadcasts import Services
 from chalicelib.config import settings
 from chalicelib.signals_store import SignalTables
@@ -26,6 +26,7 @@ def reset() -> None:
     services.cache_clear()
     signals.cache_clear()
     x.reset()
+    secrets.reset()
     settings.cache_clear()
     aws.reset_clients()
     queues.forget_queue_urls()

@@ -491,8 +491,13 @@ class Store(Tables):
         counter: str,
         provider_id: str | None = None,
         reason: str | None = None,
+        count: bool = True,
     ) -> bool:
-        """Settle a claimed delivery and count it, together, once."""
+        """Settle a claimed delivery and count it, together, once.
+
+        `count=False` settles the ledger row alone: per-customer notices (shipments) use the
+        same ledger under their notice id but have no broadcast whose counter to move.
+        """
         key = {"broadcast_id": broadcast_id, "recipient_key": f"{customer_id}#{channel.value}"}
         values = {
             ":status": status,
@@ -502,22 +507,23 @@ class Store(Tables):
             ":pid": provider_id or "",
             ":reason": reason or "",
         }
+        settle: dict[str, Any] = {
+            "TableName": self.names.deliveries,
+            "Key": to_dynamo(key),
+            "UpdateExpression": (
+                "SET #s = :status, updated_at = :now, provider_id = :pid, "
+                "reason = :reason REMOVE lease_until"
+            ),
+            "ConditionExpression": "#s = :sending AND attempt_id = :a",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": to_dynamo(values),
+        }
+        if not count:
+            return self._write_if("update_item", **settle)
         return self._write_if(
             "transact_write_items",
             TransactItems=[
-                {
-                    "Update": {
-                        "TableName": self.names.deliveries,
-                        "Key": to_dynamo(key),
-                        "UpdateExpression": (
-                            "SET #s = :status, updated_at = :now, provider_id = :pid, "
-                            "reason = :reason REMOVE lease_until"
-                        ),
-                        "ConditionExpression": "#s = :sending AND attempt_id = :a",
-                        "ExpressionAttributeNames": {"#s": "status"},
-                        "ExpressionAttributeValues": to_dynamo(values),
-                    }
-                },
+                {"Update": settle},
                 {
                     "Update": {
                         "TableName": self.names.broadcasts,

@@ -124,7 +124,8 @@ def run(
         ) from None
     tokens = stack.tokens()
     state_file.parent.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps({"api_url": stack.api_url, "tokens": tokens}, indent=2))
+    state = {"api_url": stack.api_url, "tokens": tokens, "webhook_secrets": stack.webhook_secrets}
+    state_file.write_text(json.dumps(state, indent=2))
     os.chmod(state_file, 0o600)
     _print_banner(stack.api_url, stack.aws_url, tokens, customers, state_file)
     stopping = threading.Event()
@@ -447,9 +448,11 @@ def package(stage: str, out: Path) -> None:
 def _register_analysis_commands() -> None:
     from forewarn_cli.backtest import backtest
     from forewarn_cli.sentiment_command import sentiment
+    from forewarn_cli.shipments_command import shipments
 
     cli.add_command(backtest)
     cli.add_command(sentiment)
+    cli.add_command(shipments)
 
 
 _register_analysis_commands()

@@ -75,9 +75,10 @@ def test_the_template_merges_infra_and_reports_partial_batch_failures(package: P
     assert {"DeliveryQueue", "DeliveriesTable", "SenderIdentity", "DeliverNotices"} <= set(
         resources
     )
-    events = resources["DeliverNotices"]["Properties"]["Events"]
-    sqs = events["DeliverNoticesSqsEventSource"]["Properties"]
-    assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    for function in ("DeliverNotices", "DeliverCustomerNotices"):
+        events = resources[function]["Properties"]["Events"]
+        sqs = events[f"{function}SqsEventSource"]["Properties"]
+        assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"], function
 
 
 def test_the_sentiment_lexicons_are_inside_the_zip(package: Path) -> None:

@@ -24,6 +24,8 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 LOCAL_USERS = {"ops": "olivia.ops", "social": "sam.social", "admin": "ada.admin"}
 DEMO_TOPIC = "forewarn-telecom"
 OAUTH_KEYS = ("consumer_key", "consumer_secret", "access_token", "access_token_secret")
+# Signing keys of the carriers' webhooks and of our outbound return webhook, this run only.
+WEBHOOK_KEYS = ("easypost", "aftership", "return_webhook")
 # Listening on a local stack works in one-minute buckets, so that the demo's outage shows
 # within minutes, and starts from the demo's two hours of history.
 LOCAL_LISTENING = {
@@ -74,6 +76,7 @@ class LocalStack:
     outage_after_s: float = 60
     x_server: Any = None
     feeder: Any = None
+    webhook_secrets: dict[str, str] = field(default_factory=dict)
 
     @property
     def aws_url(self) -> str:
@@ -91,6 +94,7 @@ class LocalStack:
         self.start_aws()
         if self.customers:
             self.seed(self.customers)
+        self.set_webhook_secrets()
         if self.social:
             self.start_social()
         if serve_http:
@@ -142,6 +146,15 @@ class LocalStack:
 
         self.x_server = XServer(bearer_token=secrets.token_urlsafe(24), host=self.host)
         self.x_server.start()
+
+    def set_webhook_secrets(self) -> None:
+        from chalicelib import aws
+        from chalicelib.config import settings
+
+        self.webhook_secrets = {k: secrets.token_urlsafe(24) for k in WEBHOOK_KEYS}
+        aws.client("secretsmanager").put_secret_value(
+            SecretId=settings().webhook_secret_id, SecretString=json.dumps(self.webhook_secrets)
+        )
 
     def start_social(self) -> None:
         """Give the stage its X credentials and demo topic, and start the demo's feed."""

@@ -1,0 +1,416 @@
+"""Per-customer notices from shipment events, and the `return.received` event for billing.
+
+Both travel on the notice queue (`names.notice_queue`) as JSON jobs that `chalicelib.
+shipments` builds: `{"type": "notice", ...}` for a customer notice, `{"type":
+"return_received", ...}` for the billing event. `handle_batch` is the queue's worker.
+
+A notice follows the broadcast worker's rules (chalicelib/deliveries.py): render first, claim
+the ledger row under the notice id (`Store.claim_delivery(broadcast_id=<notice id>)`), send,
+settle (`record_outcome(count=False)`: there is no broadcast counter to move). The notice id
+is deterministic, so a duplicate job finds the row settled and sends nothing.
+
+Templates live in `templates/_shipments/<kind>/<locale>/<part>.j2`. The leading `_` keeps
+these kinds out of `notices.available_kinds()`, which lists the templates a broadcast may
+use: a shipment notice needs an order and a tracking code, not an incident.
+
+`return.received` is published to the returns SNS topic and, when a partner URL is
+configured, POSTed there signed (`X-Forewarn-Signature`). Each step is flagged on the
+shipment only after it succeeded, so a crash repeats it (same `event_id`, for the receiver
+to deduplicate) rather than losing it, and a finished step never runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from chalicelib import aws, channels, notices, queues, webhooks
+from chalicelib.broadcasts import Services
+from chalicelib.config import Settings
+from chalicelib.deliveries import backoff_seconds
+from chalicelib.domain import DELIVERABLE_CHANNELS, Channel, Customer, utcnow
+from chalicelib.errors import BadRequest, ForewarnError
+from chalicelib.shipment_store import ShipmentStore
+from chalicelib.shipments import NOTICE_JOB, RETURN_JOB, NoticeKind, return_received_event
+from chalicelib.store import ClaimState
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_ROOT = "_shipments"
+WEBHOOK_TIMEOUT_SECONDS = 5.0
+
+_CARRIER_NAMES = {
+    "usps": "USPS",
+    "ups": "UPS",
+    "fedex": "FedEx",
+    "dhl": "DHL",
+    "dhl-express": "DHL Express",
+    "royal-mail": "Royal Mail",
+    "canada-post": "Canada Post",
+    "la-poste-colissimo": "Colissimo",
+    "dpd": "DPD",
+    "gls": "GLS",
+}
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    FAILED = "failed"
+    DUPLICATE = "duplicate"
+    RETRY = "retry"
+    DROPPED = "dropped"
+    DEFERRED = "deferred"
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    # For DEFERRED: when the notice may go out.
+    not_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NoticeJob:
+    notice_id: str
+    kind: NoticeKind
+    customer_id: str
+    tracking_code: str
+    order_id: str
+    carrier: str
+    status: str
+    reason: str
+    est_delivery: date | None
+    promised_date: date | None
+    event_at: datetime
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NoticeJob:
+        def day(value: object) -> date | None:
+            return date.fromisoformat(str(value)) if value else None
+
+        return cls(
+            notice_id=str(data["notice_id"]),
+            kind=NoticeKind(data["kind"]),
+            customer_id=str(data["customer_id"]),
+            tracking_code=str(data["tracking_code"]),
+            order_id=str(data.get("order_id") or ""),
+            carrier=str(data.get("carrier") or ""),
+            status=str(data.get("status") or ""),
+            reason=str(data.get("reason") or ""),
+            est_delivery=day(data.get("est_delivery")),
+            promised_date=day(data.get("promised_date")),
+            event_at=datetime.fromisoformat(str(data["event_at"]).replace("Z", "+00:00")),
+        )
+
+
+@dataclass(frozen=True)
+class ReturnJob:
+    event_id: str
+    tracking_code: str
+
+
+def parse_job(body: str) -> NoticeJob | ReturnJob:
+    """The job a queue message carries; ValueError/KeyError/TypeError when malformed."""
+    data = json.loads(body)
+    if not isinstance(data, dict):
+        raise TypeError("a job is a JSON object")
+    if data.get("type") == NOTICE_JOB:
+        return NoticeJob.from_dict(data)
+    if data.get("type") == RETURN_JOB:
+        return ReturnJob(str(data["event_id"]), str(data["tracking_code"]))
+    raise ValueError(f"unknown job type {str(data.get('type'))[:40]!r}")
+
+
+def enqueue(settings: Settings, jobs: Sequence[Mapping[str, Any]]) -> None:
+    queues.send_json(settings.names.notice_queue, jobs)
+
+
+# --- quiet hours -----------------------------------------------------------------------------
+
+
+def defer_until(customer: Customer, kind: NoticeKind, now: datetime) -> datetime | None:
+    """When a notice of `kind` may reach `customer`, if not now; None sends it now.
+
+    This is where quiet hours (issue 6) plug in: shipment notices are not urgent, so a
+    notice that would land at night returns the end of the customer's quiet hours (in their
+    `time_zone`) and the worker holds the message until then (SQS visibility, at most 12 h;
+    each hold counts as one receive towards the dead-letter queue's limit of 8). Outage
+    broadcasts do not pass through here.
+    """
+    return None
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def carrier_name(carrier: str) -> str:
+    if not carrier:
+        return "the carrier"
+    return _CARRIER_NAMES.get(carrier.lower(), carrier)
+
+
+def _day(value: date | None) -> str:
+    return f"{value:%a} {value.day} {value:%b}" if value else ""
+
+
+def _local_day(moment: datetime, time_zone: str) -> str:
+    try:
+        zone: Any = ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = UTC
+    return _day(moment.astimezone(zone).date())
+
+
+def notice_context(customer: Customer, job: NoticeJob, *, brand: str) -> dict[str, object]:
+    """What the shipment templates may use: the order, not the address or the parcel's path."""
+    return {
+        "first_name": customer.first_name,
+        "brand": brand,
+        "order_id": job.order_id,
+        "tracking_code": job.tracking_code,
+        "carrier": carrier_name(job.carrier),
+        "status": job.status,
+        "reason": job.reason,
+        "est_delivery": _day(job.est_delivery),
+        "promised_date": _day(job.promised_date),
+        "event_day": _local_day(job.event_at, customer.time_zone),
+        "opt_out_sms": notices.OPT_OUT_SMS,
+        "unsubscribe_url": None,
+        "status_link": "",
+    }
+
+
+def render(
+    kind: NoticeKind, channel: Channel, locale: str, context: Mapping[str, object]
+) -> notices.RenderedNotice:
+    """Like `notices.render_notice`, from `templates/_shipments/`, for SMS and email."""
+    from jinja2 import TemplateNotFound
+
+    if channel not in DELIVERABLE_CHANNELS:
+        raise BadRequest(f"shipment notices are not sent on {channel.value}")
+    chain = notices.locale_chain(locale)
+    parts: dict[str, str] = {}
+    # The part list, sandbox, error wording and locale fallback are the broadcast
+    # renderer's own, so both kinds of notice behave the same way.
+    for key, part in notices._PARTS[channel]:
+        names = [f"{TEMPLATE_ROOT}/{kind.value}/{loc}/{part}" for loc in chain]
+        try:
+            template = notices._environment().select_template(names)
+        except TemplateNotFound:
+            raise BadRequest(
+                f"template {TEMPLATE_ROOT}/{kind.value}/{{{','.join(chain)}}}/{part}:"
+                " no such template in any locale"
+            ) from None
+        except Exception as exc:
+            raise notices._template_error(names[0], exc) from None
+        parts[key] = notices._render(template, str(template.name), context).strip()
+    subject = parts.get("subject")
+    return notices.RenderedNotice(
+        channel=channel,
+        text=parts["text"],
+        subject=" ".join(subject.split()) if subject is not None else None,
+        html=parts.get("html"),
+    )
+
+
+# --- the worker ------------------------------------------------------------------------------
+
+
+def deliver_notice(services: Services, job: NoticeJob, *, now: datetime) -> Result:
+    store, settings = services.store, services.settings
+    customer = store.get_customer(job.customer_id)
+    if customer is None:
+        # Deleted since the shipment was registered: nobody to tell, and retrying won't help.
+        log.warning("notice %s dropped: its customer no longer exists", job.notice_id)
+        return Result(Outcome.DROPPED)
+    channel = customer.primary_channel(DELIVERABLE_CHANNELS)
+    if channel is None:
+        log.warning("notice %s dropped: the customer has no SMS or email", job.notice_id)
+        return Result(Outcome.DROPPED)
+    not_before = defer_until(customer, job.kind, now)
+    if not_before is not None and not_before > now:
+        return Result(Outcome.DEFERRED, not_before)
+    # Render before claiming, so the window between claim and send holds no slow work.
+    notice: notices.RenderedNotice | None = None
+    render_error = ""
+    try:
+        notice = render(
+            job.kind, channel, customer.locale, notice_context(customer, job, brand=settings.brand)
+        )
+    except ForewarnError as exc:
+        render_error = exc.message
+    claim = store.claim_delivery(
+        job.notice_id, customer.customer_id, channel, lease_seconds=settings.delivery_lease_seconds
+    )
+    if claim.state is ClaimState.SETTLED:
+        return Result(Outcome.DUPLICATE)
+    if claim.state is ClaimState.IN_FLIGHT:
+        return Result(Outcome.RETRY)
+
+    def settle(status: str, **details: Any) -> None:
+        store.record_outcome(
+            job.notice_id,
+            customer.customer_id,
+            channel,
+            attempt_id=claim.attempt_id,
+            status=status,
+            counter=status,
+            count=False,
+            **details,
+        )
+
+    if claim.state is ClaimState.IN_DOUBT:
+        settle("sent", reason="in doubt: the previous worker stopped after calling the provider")
+        return Result(Outcome.DUPLICATE)
+    contact = customer.contact(channel)
+    try:
+        if notice is None or not contact:
+            raise channels.PermanentSendError(render_error or f"no {channel.value} contact")
+        provider_id = channels.send(
+            channel, contact, notice, sender=settings.sender_email, brand=settings.brand
+        )
+    except channels.TransientSendError as exc:
+        store.release_delivery(
+            job.notice_id,
+            customer.customer_id,
+            channel,
+            attempt_id=claim.attempt_id,
+            reason=exc.reason,
+        )
+        return Result(Outcome.RETRY)
+    except channels.PermanentSendError as exc:
+        settle("failed", reason=exc.reason)
+        return Result(Outcome.FAILED)
+    settle("sent", provider_id=provider_id)
+    return Result(Outcome.SENT)
+
+
+class PostFailed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def post_signed(url: str, body: bytes, *, secret: str, event_id: str) -> int:
+    """POST `body` signed with `secret`; the HTTP status, or PostFailed (never the secret)."""
+    # Imported here: urllib.request pulls in http.client and ssl, a cold-start cost every
+    # handler importing this module would pay for a POST that few invocations make.
+    import urllib.error
+    import urllib.request
+
+    class NoRedirects(urllib.request.HTTPRedirectHandler):
+        # A signed event goes to the configured URL or nowhere: following a redirect would
+        # hand it to whoever controls the Location header.
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    if not url.lower().startswith(("https://", "http://")):
+        raise PostFailed("the return webhook URL must be http(s)")
+    request = urllib.request.Request(  # noqa: S310 - scheme checked above; operator's URL
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "Forewarn-Webhooks/1",
+            webhooks.FOREWARN_HEADER: webhooks.sign_forewarn(body, secret),
+            "X-Forewarn-Event": "return.received",
+            "X-Forewarn-Event-Id": event_id,
+        },
+    )
+    opener = urllib.request.build_opener(NoRedirects)
+    try:
+        with opener.open(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
+            status = int(response.status)
+    except urllib.error.HTTPError as exc:
+        raise PostFailed(f"HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        # The reason names the failure (refused, timed out), not the URL or the payload.
+        raise PostFailed(type(getattr(exc, "reason", exc)).__name__) from None
+    if not 200 <= status < 300:
+        raise PostFailed(f"HTTP {status}")
+    return status
+
+
+def publish_return_received(services: Services, job: ReturnJob, *, now: datetime) -> Result:
+    """Tell billing (SNS, then the partner URL if set) that a return arrived; each once."""
+    settings = services.settings
+    shipment_store = ShipmentStore(services.store.names, services.store.db)
+    record = shipment_store.get(job.tracking_code)
+    if record is None:
+        log.error("return.received %s: shipment not found", job.event_id)
+        return Result(Outcome.DROPPED)
+    event = return_received_event(record.shipment)
+    body = json.dumps(event, sort_keys=True, separators=(",", ":")).encode()
+    if record.return_published_at is None:
+        if not settings.returns_topic_arn:
+            # Not lost: the message comes back and ends in the dead-letter queue for a person.
+            log.error("return.received %s waits: RETURNS_TOPIC_ARN is not set", job.event_id)
+            return Result(Outcome.RETRY)
+        aws.client("sns").publish(
+            TopicArn=settings.returns_topic_arn,
+            Message=body.decode(),
+            MessageAttributes={
+                "type": {"DataType": "String", "StringValue": event["type"]},
+            },
+        )
+        # Flagged only after the publish: a crash in between publishes again (same
+        # event_id) rather than never.
+        shipment_store.mark_return_published(job.tracking_code, now=now)
+    url = settings.return_webhook_url
+    if url and record.return_webhook_at is None:
+        try:
+            secret = webhooks.signing_secret(webhooks.RETURN_WEBHOOK)
+            post_signed(url, body, secret=secret, event_id=job.event_id)
+        except PostFailed as exc:
+            log.warning("return.received %s: partner POST failed: %s", job.event_id, exc.reason)
+            return Result(Outcome.RETRY)
+        except ForewarnError:
+            return Result(Outcome.RETRY)
+        shipment_store.mark_return_webhook(job.tracking_code, now=now)
+    return Result(Outcome.SENT)
+
+
+def _handle_safely(
+    services: Services, job: NoticeJob | ReturnJob, message_id: str, now: datetime
+) -> Result:
+    try:
+        if isinstance(job, NoticeJob):
+            return deliver_notice(services, job, now=now)
+        return publish_return_received(services, job, now=now)
+    except Exception as exc:
+        # A claim, if taken, expires and the retry settles it (see chalicelib/deliveries.py).
+        log.error("notice job %s raised %s", message_id, type(exc).__name__)
+        return Result(Outcome.RETRY)
+
+
+def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) -> list[str]:
+    """Work a batch of notice-queue messages; the ids SQS must deliver again."""
+    failed: list[str] = []
+    queue = services.settings.names.notice_queue
+    for message in messages:
+        try:
+            job = parse_job(message.body)
+        except (ValueError, KeyError, TypeError):
+            # Never succeeds: let it reach the dead-letter queue for a person to look at.
+            log.error("malformed notice job %s", message.message_id)
+            failed.append(message.message_id)
+            continue
+        now = utcnow()
+        result = _handle_safely(services, job, message.message_id, now)
+        if result.outcome is Outcome.DEFERRED and result.not_before is not None:
+            failed.append(message.message_id)
+            wait = int((result.not_before - now).total_seconds()) + 1
+            queues.retry_later(queue, message.receipt_handle, wait)
+        elif result.outcome is Outcome.RETRY:
+            failed.append(message.message_id)
+            queues.retry_later(
+                queue, message.receipt_handle, backoff_seconds(message.receive_count)
+            )
+    return failed
