@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import csv
 import email
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -224,9 +226,11 @@ CSV_ROWS: dict[int, Mapping[str, str]] = {
 }
 
 
-def write_csv(path: Path, rows: Sequence[Mapping[str, str]]) -> Path:
+def write_csv(
+    path: Path, rows: Sequence[Mapping[str, str]], columns: Sequence[str] = CSV_COLUMNS
+) -> Path:
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, restval="")
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
     return path
@@ -426,9 +430,10 @@ def call(
     token: str | None,
     body: object = None,
     raw: bytes | None = None,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> Reply:
     data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **(extra_headers or {})}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
@@ -1082,3 +1087,82 @@ def test_the_demo_outage_shows_as_an_emerging_issue_with_flagged_posts(service: 
     assert issue["posts"] >= 5
     flags = ok(call(service, "GET", f"/api/flags?issue={issue['issue_id']}", token=social))
     assert flags["flags"]
+
+
+RETURNS_TOPIC = "arn:aws:sns:us-east-1:123456789012:forewarn-dev-returns"
+
+
+def test_a_delivered_return_is_told_to_the_customer_and_to_billing_once(
+    service: Service,
+) -> None:
+    import boto3
+
+    from chalicelib.webhooks import EASYPOST_HEADER, easypost_key
+
+    phone, mail = "+14155550987", "returner@example.com"
+    customer = {
+        "customer_id": "c-ret-1",
+        "name": "Rita Returner",
+        "phone": phone,
+        "email": mail,
+        "channels": ["sms", "email"],
+        "locale": "en",
+        "time_zone": "America/Chicago",
+        "services": [{"service": "mobile", "region": "south", "postal_code": "75201"}],
+    }
+    ops = service.tokens["ops"]
+    ok(call(service, "POST", "/api/customers", token=ops, body={"customers": [customer]}))
+    tracking = "9400111899223197420001"
+    rows = [
+        {
+            "tracking_code": tracking,
+            "carrier": "USPS",
+            "customer_id": "c-ret-1",
+            "order_id": "ord-500",
+            "direction": "return",
+            "promised_date": "",
+        }
+    ]
+    shipments_csv = write_csv(service.workdir / "ret.csv", rows, columns=list(rows[0]))
+    forewarn(service, "shipments", "import", str(shipments_csv))
+
+    sqs = boto3.client("sqs", endpoint_url=service.aws_url, region_name="us-east-1")
+    sns = boto3.client("sns", endpoint_url=service.aws_url, region_name="us-east-1")
+    queue_url = sqs.create_queue(QueueName="billing-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    sns.subscribe(TopicArn=RETURNS_TOPIC, Protocol="sqs", Endpoint=queue_arn)
+
+    fixture = Path(__file__).parent / "fixtures" / "shipments"
+    event = json.loads((fixture / "easypost_tracker_updated_delivered.json").read_text())
+    event["result"]["tracking_code"] = tracking
+    raw = json.dumps(event).encode()
+    secret = json.loads(service.state_file.read_text())["webhook_secrets"]["easypost"]
+    digest = hmac.new(easypost_key(secret), raw, hashlib.sha256).hexdigest()
+    signed = {EASYPOST_HEADER.lower(): f"hmac-sha256-hex={digest}"}
+    forged = {EASYPOST_HEADER: "hmac-sha256-hex=" + "0" * 64}
+
+    def deliver(headers: dict[str, str]) -> Reply:
+        return call(
+            service, "POST", "/webhooks/easypost", token=None, raw=raw, extra_headers=headers
+        )
+
+    assert deliver(forged).status == 401
+    assert ok(deliver(signed))["status"] == "applied"
+    assert ok(deliver(signed))["status"] == "duplicate"
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        sms = [m for m in outbox(service).sms if m.phone == phone]
+        if sms:
+            break
+        time.sleep(1)
+    assert len(sms) == 1, outbox(service)
+    assert "return" in sms[0].text.lower()
+    assert "ord-500" in sms[0].text
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=5)
+    bodies = [json.loads(json.loads(m["Body"])["Message"]) for m in messages.get("Messages", [])]
+    assert [b["type"] for b in bodies] == ["return.received"]
+    assert bodies[0]["order_id"] == "ord-500"
+    assert bodies[0]["tracking_code"] == tracking
