@@ -40,7 +40,10 @@ tolerated false-alarm rate per day, no alerts during warm-up, and a cooldown aft
 alert, since one incident should page once.
 
 Pure Python (``math`` only): this runs in Lambda on every bucket close, at about 50 µs a
-bucket.
+bucket. A series learned only where it is non-zero (``chalicelib.emerging``) has its silent
+buckets folded in by ``learn`` in aggregate, to the state learning each zero would give up
+to float rounding: only the level and the hour's profile slots, which feed back into each
+other, are stepped per bucket (about 1 µs while the expected count is at the floor).
 """
 
 from __future__ import annotations
@@ -285,9 +288,8 @@ class SeriesModel:
         self._log_tail_bound = math.log(self._cal_q0 / len(self._scales)) + _BOUND_MARGIN
         # For runs of zeros (_learn_zeros): the lengths of the windows' pasts, what they sum
         # to when every bucket in them was expected at the floor (summed as _predict sums
-        # them, so bit for bit the same), whether a zero at an expected count up to
-        # _zero_mu_max is learned as a zero (x = 0 whenever mu <= clip², as sd >= sqrt(mu)),
-        # and whether a silent stretch at the floor is settled whatever the dispersion.
+        # them, so bit for bit the same), and up to which expected count a zero is learned
+        # as a zero (x = 0 whenever mu <= clip², as sd >= sqrt(mu)).
         # From which count each rate max(1 / (count + offset), a) is at its floor a: the
         # level's (n), the daily and weekly slots' (their own counts), the dispersion's (n).
         self._steady = (
@@ -299,8 +301,6 @@ class SeriesModel:
         self._pasts = tuple(m - 1 for m in self._scales)
         self._floor_pasts = tuple(float(sum([self._floor] * k)) for k in self._pasts)
         self._zero_mu_max = 0.999 * cfg.clip_sigmas**2
-        quiet_window = self._floor + self._floor_pasts[-1]
-        self._quiet_settled = quiet_window <= cfg.clip_sigmas * math.sqrt(quiet_window)
         # Per-slot ratios num / den (0 while a slot is unknown) and how many slots are known,
         # kept in step with the profiles so a prediction need not recompute them; rebuilt by
         # from_dict, never stored.
@@ -478,7 +478,10 @@ class SeriesModel:
           calibration threshold; window sums are summed as _predict sums them.
 
         The result equals the one-by-one replay up to float rounding (the order of a few
-        sums, and the closed forms): about 1e-13 relative in tests/test_detector.py.
+        sums, and the closed forms): about 1e-13 relative in tests/test_detector.py. Only a
+        decision that rounding itself makes can differ: with no windows (``window_s`` empty)
+        the longest window is the bucket, so a winsorised count sits exactly on _learn's
+        settled boundary and the last bit of mu decides it, in the replay as here.
         """
         n = self._n
         if n < 2 or count <= 0:
@@ -497,7 +500,6 @@ class SeriesModel:
         last = scales - 1
         pasts, floor_pasts = self._pasts, self._floor_pasts
         longest = max(self._ring, 0)
-        quiet_settled = self._quiet_settled
         gap = self._episode_gap
         xs, ms = self._recent_x, self._recent_mu
         since_x, at_floor = self._since_count, self._at_floor
@@ -516,6 +518,8 @@ class SeriesModel:
         pull = self._pull
         sq, sq_mu, sq_mu2 = self._sq, self._mu, self._mu2
         tail_bound = self._log_tail_bound
+        prior, prior_n, eff_n = cfg.prior_dispersion, self._prior_n, self._level_eff_n
+        prior_mass = prior_n * prior
         step_us = self.bucket_seconds * 1_000_000
         t = (first - _EPOCH) // _MICROSECOND
         done = 0
@@ -525,7 +529,6 @@ class SeriesModel:
             hour_index = t // _HOUR_US
             hour = hour_index % 24
             week_hour = ((t // _DAY_US + 3) % 7) * 24 + hour
-            day = week_hour // 24
             seg_end = min(count, done - (((hour_index + 1) * _HOUR_US - t) // -step_us))
             # The hour's two slots are stepped in locals; the other slots' ratios are fixed.
             d_num, d_den, d_n = (
@@ -536,11 +539,11 @@ class SeriesModel:
                 self._weekly_den[week_hour],
                 self._weekly_n[week_hour],
             )
-            ratios = self._daily_ratio
-            d_others = sum(ratios[:hour]) + sum(ratios[hour + 1 :])
+            # (Sum minus the slot: the rounding this leaves is that of the whole sum, and the
+            # slot's ratio is added back before use.)
+            d_others = sum(self._daily_ratio) - self._daily_ratio[hour]
             d_known = self._daily_known - (1 if d_n else 0) + 1
-            ratios = self._weekly_ratio[hour::24]
-            w_others = sum(ratios[:day]) + sum(ratios[day + 1 :])
+            w_others = sum(self._weekly_ratio[hour::24]) - self._weekly_ratio[week_hour]
             w_known = self._weekly_known[hour] - (1 if w_n else 0) + 1
             start = done
             while done < seg_end:
@@ -572,7 +575,7 @@ class SeriesModel:
                             self._extend_recent(unpushed)
                             unpushed = 0
                         run = count  # buckets until a window's learned sum changes
-                        fits = quiet_settled
+                        fits = True
                         sums = []
                         for j in range(scales):
                             k = pasts[j]
@@ -586,6 +589,7 @@ class SeriesModel:
                                         run = min(run, k - (len(window) - 1 - index))
                                         break
                             window_mean = floor + floor_pasts[j]
+                            # Settled whatever the dispersion (sd >= sqrt(mean)), or no run.
                             if j == last and abs(past_x - window_mean) > clip * math.sqrt(
                                 window_mean
                             ):
@@ -701,6 +705,7 @@ class SeriesModel:
                     self._extend_recent(unpushed)
                     unpushed = 0
                 best = 1.0
+                level_alpha = -1.0  # computed when first needed
                 window_x, window_mean = 0.0, mu
                 for j in range(scales):
                     k = pasts[j]
@@ -726,7 +731,16 @@ class SeriesModel:
                         if changed:
                             in_x[j], in_mean[j] = past_x, mean
                         if past_x > mean:
-                            alpha = self._zero_alpha(j, n, level)
+                            # _zero_alpha, inlined for the same reason.
+                            if level_alpha < 0:
+                                n_eff = min(float(n), eff_n)
+                                level_alpha = 1.0 / (n_eff * max(level, floor))
+                            estimate = prior
+                            if sq_mu2[j] > 0:
+                                estimate = max(0.0, (sq[j] - sq_mu[j]) / sq_mu2[j])
+                            alpha = (prior_mass + (n - 1) * estimate) / (
+                                prior_n + (n - 1)
+                            ) + level_alpha
                             if not _nb_tail_at_least(past_x, mean, alpha, tail_bound):
                                 best = min(best, nb_upper_tail(past_x, mean, alpha))
                 spread = abs(window_x - window_mean)
@@ -943,7 +957,7 @@ class SeriesModel:
         alphas = []
         past_x = []
         past_mu = []
-        for j, m in enumerate(self._scales):
+        for j, k in enumerate(self._pasts):
             estimate = cfg.prior_dispersion
             if updates and self._mu2[j] > 0:
                 estimate = max(0.0, (self._sq[j] - self._mu[j]) / self._mu2[j])
@@ -951,9 +965,18 @@ class SeriesModel:
                 self._prior_n + updates
             )
             alphas.append(blended + level_alpha)
-            k = m - 1
-            past_x.append(sum(self._recent_x[-k:]) if k else 0.0)
-            past_mu.append(sum(self._recent_mu[-k:]) if k else 0.0)
+            # Windows of zeros, or of buckets all expected at the floor, sum to what the
+            # counters say, bit for bit.
+            if not k or self._since_count >= k:
+                past_x.append(0.0)
+            else:
+                past_x.append(sum(self._recent_x[-k:]))
+            if not k:
+                past_mu.append(0.0)
+            elif self._at_floor >= k:
+                past_mu.append(self._floor_pasts[j])
+            else:
+                past_mu.append(sum(self._recent_mu[-k:]))
         return _Prediction(
             mu=mu,
             season=season,
@@ -1058,8 +1081,7 @@ class SeriesModel:
         # alerts are budgeted per episode, so the tail is fitted to episode peaks.
         keep = 1.0 - self._a_cal
         cal = self._cal
-        for i in range(len(cal)):
-            cal[i] *= keep
+        cal[:] = [value * keep for value in cal]
         cal[0] += 1.0
         excess = -math.log10(raw) - self.config.calibration_decades
         if excess > 0:

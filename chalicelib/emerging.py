@@ -250,6 +250,8 @@ class TopicWatch:
         values = counts.series()
         assessments: dict[str, Assessment] = {}
         for name, model in self.models.items():
+            if name == COMPLAINT and self.on_bucket is None:
+                continue  # all complaints together decide nothing; only plots show them
             count = values.get(name, 0)
             cluster = name.removeprefix("cluster:")
             # Only a bucket that could open or move an issue needs its tail (the costly
