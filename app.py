@@ -211,3 +211,67 @@ def easypost_webhook(body: bytes, headers: Any) -> dict[str, Any]:
 @api.signed_route("/webhooks/aftership")
 def aftership_webhook(body: bytes, headers: Any) -> dict[str, Any]:
     return shipment_api.receive_aftership(services(), body, headers)
+
+
+# -- status sources ---------------------------------------------------------------------------
+
+# Each handler imports chalicelib.status_sources itself: at module level it would add about
+# 40 ms to every function's cold start.
+
+
+@api.route("/api/sources", methods=("POST",), roles=(OPS,), status=201)
+def create_source(principal: Principal) -> dict[str, Any]:
+    from chalicelib import status_sources
+
+    return status_sources.create_source(services(), api.body())
+
+
+@api.route("/api/sources", roles=(OPS,))
+def list_sources(principal: Principal) -> dict[str, Any]:
+    from chalicelib import status_sources
+
+    return status_sources.list_sources(services())
+
+
+@api.route("/api/sources/{source_id}", roles=(OPS,))
+def get_source(principal: Principal, source_id: str) -> dict[str, Any]:
+    from chalicelib import status_sources
+
+    return status_sources.get_source(services(), source_id)
+
+
+@api.route("/api/sources/{source_id}", methods=("PATCH",), roles=(OPS,))
+def update_source(principal: Principal, source_id: str) -> dict[str, Any]:
+    from chalicelib import status_sources
+
+    return status_sources.update_source(services(), source_id, api.body())
+
+
+@api.route("/api/sources/{source_id}/poll", methods=("POST",), roles=(OPS,))
+def poll_source(principal: Principal, source_id: str) -> dict[str, Any]:
+    from chalicelib import status_sources
+
+    return status_sources.poll_source_now(services(), source_id)
+
+
+@api.signed_route("/webhooks/sources/{source_id}")
+def signed_source_webhook(body: bytes, headers: Any, source_id: str) -> dict[str, Any]:
+    from chalicelib import status_sources
+
+    return status_sources.receive_signed_webhook(services(), source_id, body, headers)
+
+
+@api.signed_route("/webhooks/statuspage/{source_id}")
+def statuspage_webhook(body: bytes, headers: Any, source_id: str) -> dict[str, Any]:
+    from chalicelib import status_sources
+
+    return status_sources.receive_statuspage_webhook(
+        services(), source_id, body, headers, token=api.query("token")
+    )
+
+
+@app.schedule("rate(1 minute)")
+def poll_status_sources(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib import status_sources
+
+    return status_sources.scheduled_poll(event.context)

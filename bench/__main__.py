@@ -24,6 +24,7 @@ BENCHMARKS = (
     "sentiment",
     "nab",
     "airline_events",
+    "statuspage_replay",
 )
 
 
@@ -45,6 +46,10 @@ def _runner(name: str, args: argparse.Namespace) -> Callable[[], BenchResult]:
         from bench import nab
 
         return nab.run
+    if name == "statuspage_replay":
+        from bench import statuspage_replay
+
+        return statuspage_replay.run
     from bench import listening
 
     return listening.run_throughput if name == "backtest_throughput" else listening.run_events

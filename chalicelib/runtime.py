@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from functools import cache
 
 from chalicelib import aws, queues, secrets, x
@@ -27,6 +28,8 @@ def reset() -> None:
     signals.cache_clear()
     x.reset()
     secrets.reset()
+    if "chalicelib.status_sources" in sys.modules:
+        sys.modules["chalicelib.status_sources"].reset_secret_cache()
     settings.cache_clear()
     aws.reset_clients()
     queues.forget_queue_urls()

@@ -383,6 +383,13 @@ def _token_digest(token: str) -> str:
 # -- DynamoDB --------------------------------------------------------------------------------
 
 
+class TryAgain(ForewarnError):
+    """Answer 503 so that the sender delivers again later."""
+
+    status = 503
+    code = "try_again"
+
+
 class Busy(Exception):
     """Another processor holds the claim on this incident's next broadcast; try later."""
 
@@ -610,6 +617,11 @@ class SourceTables(Tables):
                 return []
             raise
         return list(from_dynamo(response.get("Attributes", {})).get("links") or [])
+
+    def forget_open(self, incident_id: str) -> None:
+        self.db.delete_item(
+            TableName=self.table, Key=to_dynamo({"source_id": OPEN, "item_key": incident_id})
+        )
 
     def close_open(self, incident_id: str) -> bool:
         """Forget an open incident, unless someone joined it meanwhile."""
@@ -898,7 +910,9 @@ class Applier:
         elif action.kind == "close":
             self._advance(entry.state.forewarn_incident_id, "resolved")
             outcome.outcome = "closed"
-        state = apply(entry.state, action, outcome.broadcast_id or outcome.outcome)
+        # `<broadcast>:<outcome>` tells later actions whether the initial is out already.
+        done = f"{outcome.broadcast_id}:{outcome.outcome}" if outcome.broadcast_id else None
+        state = apply(entry.state, action, done or outcome.outcome)
         entry = self.tables.save_state(config.source_id, replace(entry, state=state))
         report.outcomes.append(outcome)
         return entry
@@ -951,7 +965,9 @@ class Applier:
             return
         incident = self._advance(incident.incident_id, action.status) or incident
         ref = f"{config.source_id}/{state.source_incident_id}/{action.key}"
-        self._broadcast(config, action, incident, ref, Phase.UPDATE, outcome)
+        self._broadcast(
+            config, action, incident, ref, Phase.UPDATE, outcome, initial_out=_initial_out(state)
+        )
 
     def _resolve(
         self, config: SourceConfig, action: Action, entry: StoredState, outcome: Outcome
@@ -982,10 +998,26 @@ class Applier:
         if decision == "allclear":
             incident = self._advance(incident.incident_id, "resolved") or incident
             # One all-clear per Forewarn incident, whichever upstream incident closes it.
-            self._broadcast(config, action, incident, "resolved", Phase.RESOLVED, outcome)
+            self._broadcast(
+                config,
+                action,
+                incident,
+                "resolved",
+                Phase.RESOLVED,
+                outcome,
+                initial_out=_initial_out(state),
+            )
         else:
             ref = f"{link}/resolved"
-            self._broadcast(config, action, incident, ref, Phase.UPDATE, outcome)
+            self._broadcast(
+                config,
+                action,
+                incident,
+                ref,
+                Phase.UPDATE,
+                outcome,
+                initial_out=_initial_out(state),
+            )
             outcome.outcome += " (partial: other upstream incidents still open)"
         return entry
 
@@ -1036,6 +1068,8 @@ class Applier:
             incident = self.store.get_incident(str(item["item_key"]))
             if incident is not None and incident.status is not IncidentStatus.RESOLVED:
                 return incident.incident_id
+            # Resolved by hand (or gone): nothing will unlink it, so forget it here.
+            self.tables.forget_open(str(item["item_key"]))
         return None
 
     def _live_incident(self, state: IncidentState) -> Incident | None:
@@ -1102,6 +1136,8 @@ class Applier:
         phase: Phase,
         outcome: Outcome,
         template: str | None = None,
+        *,
+        initial_out: bool = False,
     ) -> None:
         payload = self._payload(config, action, incident)
         payload["phase"] = phase.value
@@ -1111,7 +1147,9 @@ class Applier:
             config, incident.incident_id, ref, phase, payload
         )
         outcome.broadcast_id, outcome.phase = broadcast_id, phase.value
-        outcome.outcome = self._move_on(config, broadcast_id, seq, auto=action.auto)
+        outcome.outcome = self._move_on(
+            config, broadcast_id, seq, auto=action.auto, initial_out=initial_out
+        )
 
     def _ensure_broadcast(
         self,
@@ -1176,12 +1214,14 @@ class Applier:
         else:
             self.tables.release(incident_id, token)
 
-    def _move_on(self, config: SourceConfig, broadcast_id: str, seq: int, *, auto: bool) -> str:
+    def _move_on(
+        self, config: SourceConfig, broadcast_id: str, seq: int, *, auto: bool, initial_out: bool
+    ) -> str:
         """Draft mode stops at the draft; auto approves and sends, in order, once."""
         broadcast = broadcasts.get_broadcast(self.store, broadcast_id)
         if not auto:
             return broadcast.status.value
-        if broadcast.phase is not Phase.INITIAL:
+        if broadcast.phase is not Phase.INITIAL and not initial_out:
             self._send_our_initial_draft(broadcast.incident_id, config)
         if broadcast.status is BroadcastStatus.DRAFT:
             with contextlib.suppress(Conflict):
@@ -1189,11 +1229,15 @@ class Applier:
             broadcast = broadcasts.get_broadcast(self.store, broadcast_id)
         if broadcast.status is not BroadcastStatus.APPROVED:
             return "sent" if broadcast.status is not BroadcastStatus.DRAFT else "draft"
-        waiting = [
-            w
-            for w in self.tables.unsent(broadcast.incident_id)
-            if w.get("broadcast_id") != broadcast_id
-        ]
+        waiting = (
+            []
+            if broadcast.phase is Phase.INITIAL
+            else [
+                w
+                for w in self.tables.unsent(broadcast.incident_id)
+                if w.get("broadcast_id") != broadcast_id
+            ]
+        )
         if not waiting and self._try_send(broadcast):
             return "sent"
         self.tables.queue_unsent(broadcast.incident_id, seq, broadcast_id)
@@ -1221,16 +1265,40 @@ class Applier:
     def _try_send(self, broadcast: Broadcast) -> bool:
         if broadcast.status is not BroadcastStatus.APPROVED:
             return broadcast.status in (BroadcastStatus.SENDING, BroadcastStatus.SENT)
-        try:
-            broadcasts.send(self.services, broadcast.broadcast_id)
-        except Conflict:
-            # Not frozen yet (the initial is still planning), or someone else sent it.
-            current = broadcasts.get_broadcast(self.store, broadcast.broadcast_id)
-            return current.status in (BroadcastStatus.SENDING, BroadcastStatus.SENT)
+        for attempt in range(2):
+            try:
+                broadcasts.send(self.services, broadcast.broadcast_id)
+            except Conflict:
+                # Not frozen yet (the initial is still planning), or someone else sent it.
+                current = broadcasts.get_broadcast(self.store, broadcast.broadcast_id)
+                if current.status is not BroadcastStatus.APPROVED:
+                    return current.status in (BroadcastStatus.SENDING, BroadcastStatus.SENT)
+                if attempt or not self._refreeze(broadcast.incident_id):
+                    return False
+            else:
+                return True
+        return False
+
+    def _refreeze(self, incident_id: str) -> bool:
+        """Restore a lost `audience_frozen` flag. An incident write that read the incident
+        before the planner froze it and saved it after (`store.save_incident` writes the
+        whole item) clears the flag; once the initial's plan is done its snapshot is
+        complete, so setting the flag again is always right."""
+        incident = self.store.get_incident(incident_id)
+        if incident is None or incident.audience_frozen:
+            return False
+        initial = [
+            b for b in self.store.broadcasts_for_incident(incident_id) if b.phase is Phase.INITIAL
+        ]
+        if not initial or not initial[0].planning_done:
+            return False
+        log.warning("incident %s lost its audience_frozen flag; restoring it", incident_id)
+        self.store.freeze_audience(incident_id)
         return True
 
-    def flush_unsent(self, report: Report) -> None:
-        """Send approved broadcasts that waited for their initial's audience, in order."""
+    def flush_unsent(self, report: Report) -> bool:
+        """Send approved broadcasts that waited for their initial's audience, in order; True
+        when some still wait."""
         blocked: set[str] = set()
         for item in self.tables.unsent():
             incident_id = str(item["incident_id"])
@@ -1250,6 +1318,13 @@ class Applier:
                 )
             else:
                 blocked.add(incident_id)
+        return bool(blocked)
+
+
+def _initial_out(state: IncidentState) -> bool:
+    """Whether this source's own initial went out (saves a look at the incident's
+    broadcasts for every update)."""
+    return state.acted.get("initial", "").endswith(":sent")
 
 
 def incidents_order(status: str) -> int:
@@ -1458,10 +1533,11 @@ def poll_due_sources(
     applier = Applier(services, tables, now)
     applier.flush_unsent(report)
     stamp = int(now.timestamp())
+    index = tables.index()
     due = sorted(
         (
             item
-            for item in tables.index()
+            for item in index
             if item.get("polled") and int(item.get("next_poll_at", 0)) <= stamp + DUE_SLACK_SECONDS
         ),
         key=lambda item: (int(item.get("next_poll_at", 0)), str(item["item_key"])),
@@ -1470,8 +1546,44 @@ def poll_due_sources(
     work = [(configs[s], item) for item in due if (s := str(item["item_key"])) in configs]
     work = [(c, p) for c, p in work if c.polled]
     polled = _run_polls(services, tables, work, now, deadline, fetch, sleep, report)
+    _check_pushed_maintenance(applier, index, report)
     _settle(applier, report, deadline, sleep)
     return {"at": iso(now), "polled": polled, **report.to_dict()}
+
+
+def _check_pushed_maintenance(applier: Applier, index: list[Item], report: Report) -> None:
+    """Sources that are pushed to, not polled, still owe heads-ups when the lead time comes;
+    the maintenances they pushed wait in their watch list."""
+    waiting = {
+        str(item["item_key"]): item
+        for item in index
+        if not item.get("polled") and item.get("maintenance")
+    }
+    for source_id, config in applier.tables.configs(waiting).items():
+        if config.enabled:
+            _rewatch(applier, config, list(waiting[source_id]["maintenance"].values()), report)
+
+
+def _rewatch(
+    applier: Applier, config: SourceConfig, models: list[Mapping[str, Any]], report: Report
+) -> set[str]:
+    """Evaluate maintenances and keep watching those whose heads-up is still owed; the ids
+    whose actions all succeeded."""
+    incidents_ = [from_jsonable(m) for m in models]
+    done = applier.process(config, incidents_, window_start=None, report=report)
+    ids = [i.source_incident_id for i in incidents_]
+    states = applier.tables.states(config.source_id, ids)
+    still = {
+        i.source_incident_id: to_jsonable(i)
+        for i in incidents_
+        if (entry := states.get(i.source_incident_id)) is None
+        or next_maintenance_due(i, entry.state, config.policy) is not None
+    }
+    watched = dict(applier.tables.poll_state(config.source_id).get("maintenance") or {})
+    watched = {k: v for k, v in watched.items() if k not in ids or k in still}
+    watched.update(still)
+    applier.tables.finish_poll(config.source_id, {"maintenance": watched}, release=False)
+    return done
 
 
 # An update or all-clear made right after its initial waits for the initial's audience to
@@ -1485,16 +1597,12 @@ def _settle(
     applier: Applier, report: Report, deadline: float, sleep: Callable[[float], None]
 ) -> None:
     start, waited = applier.now, 0.0
-    applier.flush_unsent(report)
-    while (
-        waited < SETTLE_SECONDS
-        and time.monotonic() + SETTLE_STEP_SECONDS < deadline
-        and applier.tables.unsent()
-    ):
+    waiting = applier.flush_unsent(report)
+    while waiting and waited < SETTLE_SECONDS and time.monotonic() + SETTLE_STEP_SECONDS < deadline:
         sleep(SETTLE_STEP_SECONDS)
         waited += SETTLE_STEP_SECONDS
         applier.now = start + timedelta(seconds=waited)
-        applier.flush_unsent(report)
+        waiting = applier.flush_unsent(report)
     applier.now = start
 
 
@@ -1719,11 +1827,16 @@ def _process_pushed(
     tables = SourceTables(services.settings.names)
     applier = Applier(services, tables, now)
     report = Report()
-    done = applier.process(config, [incident], window_start=now - WEBHOOK_WINDOW, report=report)
-    if incident.source_incident_id not in done:
-        # Statuspage retries a non-2xx delivery; a busy claim or a failed action is retried
-        # by the next delivery or poll instead, so the answer is still 2xx.
-        log.warning("webhook for %s/%s left work", config.source_id, incident.source_incident_id)
+    if incident.is_maintenance:
+        # Its heads-up may fall due long after this delivery: the schedule keeps watching it.
+        done = _rewatch(applier, config, [to_jsonable(incident)], report)
+    else:
+        window_start = now - WEBHOOK_WINDOW
+        done = applier.process(config, [incident], window_start=window_start, report=report)
+    if incident.source_incident_id not in done and not config.polled:
+        # Nothing polls this source, so only a redelivery can finish the job: ask for one
+        # (every action already done is skipped when it comes).
+        raise TryAgain("the delivery could not be handled completely; please retry it")
     applier.flush_unsent(report)
     return {
         "source_id": config.source_id,

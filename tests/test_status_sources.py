@@ -19,7 +19,7 @@ import pytest
 from conftest import Stack
 from factories import customer
 
-from chalicelib import aws, status_sources
+from chalicelib import aws, incidents, status_sources
 from chalicelib.domain import BroadcastStatus, IncidentStatus, Phase
 from chalicelib.errors import BadRequest, Conflict, NotFound, Unauthorized
 from chalicelib.runtime import services
@@ -765,3 +765,97 @@ def test_sources_are_created_listed_changed_and_polled_on_demand(
     )
     with pytest.raises(BadRequest, match="not polled"):
         status_sources.poll_source_now(services(), "hook")
+
+
+def test_an_incident_ops_resolved_by_hand_is_neither_joined_nor_notified_again(
+    stack: Stack, run_queues: RunQueues, page: StatuspageServer, clock: SimulatedClock
+) -> None:
+    page.add(
+        [
+            upstream(
+                "first",
+                update("f1", "investigating", 0, "mobile-data"),
+                update("f2", "identified", 10),
+                update("f3", "resolved", 20),
+            ),
+            upstream("second", update("s1", "investigating", 5, "mobile-data")),
+        ]
+    )
+    add_source(url=page.url)
+    tick(clock, 1)
+    run_queues()
+    closed = forewarn_incident_id("carrier", "first")
+    incidents.update_incident(services().store, closed, {"status": "resolved"}, at(2))
+    second = tick(clock, 6)["actions"]
+    assert [(a["incident"], a["outcome"]) for a in second] == [("second", "sent")]
+    assert second[0]["forewarn_incident_id"] == forewarn_incident_id("carrier", "second")
+    later = [
+        (a["key"], a["outcome"]) for a in tick(clock, 11)["actions"] + tick(clock, 21)["actions"]
+    ]
+    assert later == [
+        ("update:f2", "skipped:incident closed in Forewarn"),
+        ("resolved", "skipped:incident closed in Forewarn"),
+    ]
+    assert [b.phase for b in source_broadcasts("carrier", "first")] == [Phase.INITIAL]
+
+
+def test_a_lost_audience_frozen_flag_is_restored_before_an_update_is_sent(
+    stack: Stack, run_queues: RunQueues, page: StatuspageServer, clock: SimulatedClock
+) -> None:
+    seed(2)
+    page.add(
+        [
+            upstream(
+                "up1",
+                update("u1", "investigating", 0, "mobile-data"),
+                update("u2", "identified", 3),
+            )
+        ]
+    )
+    add_source(url=page.url)
+    tick(clock, 1)
+    run_queues()
+    # What a concurrent whole-item incident write does to the planner's freeze.
+    incident_id = forewarn_incident_id("carrier", "up1")
+    incident = services().store.get_incident(incident_id)
+    assert incident is not None
+    assert incident.audience_frozen
+    aws.client("dynamodb").update_item(
+        TableName=services().settings.names.incidents,
+        Key={"incident_id": {"S": incident_id}},
+        UpdateExpression="SET audience_frozen = :f",
+        ExpressionAttributeValues={":f": {"BOOL": False}},
+    )
+    assert [(a["key"], a["outcome"]) for a in tick(clock, 4)["actions"]] == [("update:u2", "sent")]
+    run_queues()
+    assert len(stack.delivered()["sms"]) == 2 * 2
+
+
+def test_a_pushed_maintenance_gets_its_heads_up_from_the_schedule_when_the_lead_time_comes(
+    signing_key: str,
+) -> None:
+    now = datetime.now(UTC)
+    starts = now + timedelta(hours=3)
+    body = json.dumps(
+        {
+            "incident": {
+                "id": "mnt-7",
+                "name": "Fibre splicing",
+                "components": ["broadband-east"],
+                "scheduled_for": starts.isoformat(),
+                "scheduled_until": (starts + timedelta(hours=1)).isoformat(),
+                "updates": [{"id": "m1", "status": "scheduled", "display_at": now.isoformat()}],
+            }
+        }
+    ).encode()
+    pushed = status_sources.receive_signed_webhook(
+        services(), "noc", body, {"X-Forewarn-Signature": signed(body)}
+    )
+    assert pushed["actions"] == []
+    early = status_sources.poll_due_sources(services(), now + timedelta(minutes=30))
+    assert early["actions"] == []
+    due = status_sources.poll_due_sources(services(), starts - timedelta(minutes=59))
+    assert [(a["incident"], a["kind"]) for a in due["actions"]] == [("mnt-7", "headsup")]
+    assert (
+        status_sources.poll_due_sources(services(), starts - timedelta(minutes=58))["actions"] == []
+    )
