@@ -6,6 +6,11 @@ services, two addresses, overlapping prefixes); it is emitted only from the firs
 stream order, which every page can decide on its own from the customer's own data, so the
 planner keeps no state between pages. Updates and the all-clear read the incident's frozen
 snapshot instead.
+
+A lane selector (one carrier lane) reads GSI `by-lane` of the shipments table, which holds
+only outbound parcels still on their way, sorted `<customer>#<tracking code>`: a customer
+with several parcels there is emitted at their first, and a page that starts right after
+one of theirs (the start key says whose it was) skips the rest.
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ def selector_page(
     store: Store, selector: AudienceSelector, cursor: str, *, size: int
 ) -> AudiencePage:
     """At least `size` audience members (fewer at the end) from the subscription index."""
+    if selector.lanes:
+        return lane_page(store, selector.lanes[0], cursor, size=size)
     streams = streams_for(selector)
     index, start_key = decode_cursor(cursor)
     found: list[Customer] = []
@@ -99,6 +106,30 @@ def selector_page(
             index, start_key = index + 1, None
     next_cursor = END if index >= len(streams) else encode_cursor(index, start_key)
     return AudiencePage(found, next_cursor)
+
+
+def lane_page(store: Store, lane: str, cursor: str, *, size: int) -> AudiencePage:
+    _, start_key = decode_cursor(cursor)
+    previous = _customer_of(str(start_key.get("lane_sort", {}).get("S", ""))) if start_key else None
+    wanted: list[str] = []
+    while len(wanted) < size:
+        page = store.query_lane(lane, start_key=start_key, limit=size)
+        for sort_key in page.items:
+            customer_id = _customer_of(sort_key)
+            if customer_id != previous:
+                wanted.append(customer_id)
+            previous = customer_id
+        start_key = page.next_key
+        if not start_key:
+            break
+    found = store.get_customers(wanted)
+    # A customer deleted since their parcel was registered has nobody left to tell.
+    customers = [found[c] for c in wanted if c in found]
+    return AudiencePage(customers, encode_cursor(0, start_key) if start_key else END)
+
+
+def _customer_of(lane_sort: str) -> str:
+    return lane_sort.rsplit("#", 1)[0]
 
 
 def snapshot_page(store: Store, incident_id: str, cursor: str, *, size: int) -> AudiencePage:

@@ -37,27 +37,19 @@ from chalicelib.deliveries import backoff_seconds
 from chalicelib.domain import DELIVERABLE_CHANNELS, Channel, Customer, utcnow
 from chalicelib.errors import BadRequest, ForewarnError
 from chalicelib.shipment_store import ShipmentStore
-from chalicelib.shipments import NOTICE_JOB, RETURN_JOB, NoticeKind, return_received_event
+from chalicelib.shipments import (
+    NOTICE_JOB,
+    RETURN_JOB,
+    NoticeKind,
+    carrier_name,
+    return_received_event,
+)
 from chalicelib.store import ClaimState
 
 log = logging.getLogger(__name__)
 
 TEMPLATE_ROOT = "_shipments"
 WEBHOOK_TIMEOUT_SECONDS = 5.0
-
-_CARRIER_NAMES = {
-    "usps": "USPS",
-    "ups": "UPS",
-    "fedex": "FedEx",
-    "dhl": "DHL",
-    "dhl-express": "DHL Express",
-    "royal-mail": "Royal Mail",
-    "canada-post": "Canada Post",
-    "la-poste-colissimo": "Colissimo",
-    "dpd": "DPD",
-    "gls": "GLS",
-}
-
 
 class Outcome(StrEnum):
     SENT = "sent"
@@ -147,12 +139,6 @@ def defer_until(customer: Customer, kind: NoticeKind, now: datetime) -> datetime
 
 
 # --- rendering -------------------------------------------------------------------------------
-
-
-def carrier_name(carrier: str) -> str:
-    if not carrier:
-        return "the carrier"
-    return _CARRIER_NAMES.get(carrier.lower(), carrier)
 
 
 def _day(value: date | None) -> str:

@@ -143,12 +143,14 @@ class Customer:
 
 @dataclass(frozen=True)
 class AudienceSelector:
-    """Who a broadcast is for: every customer of one of `services` that matches the rest."""
+    """Who a broadcast is for: every customer of one of `services` that matches the rest, or,
+    with `lanes`, every customer with an outbound parcel on its way on that carrier lane."""
 
     services: tuple[str, ...]
     regions: tuple[str, ...] = ()
     postal_prefixes: tuple[str, ...] = ()
     segments: tuple[str, ...] = ()
+    lanes: tuple[str, ...] = ()
 
     def matches(self, subscription: Subscription, segments: Iterable[str]) -> bool:
         return (
@@ -162,12 +164,15 @@ class AudienceSelector:
         )
 
     def to_dict(self) -> dict[str, list[str]]:
-        return {
+        found = {
             "services": list(self.services),
             "regions": list(self.regions),
             "postal_prefixes": list(self.postal_prefixes),
             "segments": list(self.segments),
         }
+        if self.lanes:
+            found["lanes"] = list(self.lanes)
+        return found
 
     @classmethod
     def from_dict(cls, data: object) -> AudienceSelector:
@@ -184,6 +189,14 @@ class AudienceSelector:
                 raise BadRequest(f"audience.{key} may list at most 100 values")
             return tuple(dict.fromkeys(v.strip() for v in value))
 
+        lanes = strings("lanes")
+        if lanes:
+            # A customer with parcels on two lanes would need a lookup per page to be
+            # counted once; one lane per broadcast keeps every page self-contained.
+            others = ("services", "regions", "postal_prefixes", "segments")
+            if len(lanes) > 1 or any(data.get(k) for k in others):
+                raise BadRequest("audience.lanes names one lane and nothing else")
+            return cls((), lanes=lanes)
         services = strings("services")
         if not services:
             raise BadRequest("audience.services must name at least one service")

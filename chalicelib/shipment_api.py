@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from chalicelib import customer_notices, shipments, webhooks
+from chalicelib import customer_notices, lanes, shipments, webhooks
 from chalicelib.broadcasts import Services
 from chalicelib.customer_import import RejectedBatch
 from chalicelib.customers import FieldError
@@ -174,7 +174,10 @@ def process_event(
         if applied is None:
             break
         jobs = applied.jobs()
-        if shipping.save_applied(record, applied.shipment, jobs, event_key=event.key):
+        counted = lanes.tally(
+            services.store.names.signals, record.shipment, applied.shipment, moment
+        )
+        if shipping.save_applied(record, applied.shipment, jobs, event_key=event.key, also=counted):
             outcome, jobs_sent = "applied", sorted(jobs)
             record = ShipmentRecord(
                 applied.shipment,

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from chalicelib.errors import Conflict
-from chalicelib.shipments import Shipment, Status, iso_time
+from chalicelib.shipments import Shipment, Status, awaited, iso_time, lane_of
 from chalicelib.store import Item, Tables, from_dynamo, to_dynamo
 
 EVENT_TTL_SECONDS = 30 * 24 * 3600
@@ -46,6 +46,20 @@ class ShipmentRecord:
             "return_published_at": self.return_published_at,
             "return_webhook_at": self.return_webhook_at,
         }
+
+
+def _lane_attributes(
+    shipment: Shipment, sets: list[str], removes: list[str], values: dict[str, Any]
+) -> None:
+    """Keep GSI `by-lane` to the parcels a lane broadcast should reach (sparse: an item
+    without `lane_key` is not in it)."""
+    lane = lane_of(shipment)
+    if lane and awaited(shipment):
+        sets += ["lane_key = :lane_key", "lane_sort = :lane_sort"]
+        values[":lane_key"] = lane
+        values[":lane_sort"] = f"{shipment.customer_id}#{shipment.tracking_code}"
+    else:
+        removes += ["lane_key", "lane_sort"]
 
 
 def _record(item: Item) -> ShipmentRecord:
@@ -102,11 +116,17 @@ class ShipmentStore(Tables):
             "notice_counts = if_not_exists(notice_counts, :empty)",
         ]
         removes: list[str] = []
-        if shipment.promised_date is not None:
-            sets.append("promised_date = :promised")
-            values[":promised"] = shipment.promised_date.isoformat()
-        else:
-            removes.append("promised_date")
+        names = {"#s": "status", "#r": "rank"}
+        for attribute in ("promised_date", "region", "postal_code"):
+            # `region` is a DynamoDB reserved word, so these names all go through `#`.
+            names[f"#{attribute}"] = attribute
+            if wanted[attribute] is None:
+                removes.append(f"#{attribute}")
+            else:
+                sets.append(f"#{attribute} = :{attribute}")
+                values[f":{attribute}"] = wanted[attribute]
+        status = old.shipment.status if old else Status.UNKNOWN
+        _lane_attributes(replace(shipment, status=status), sets, removes, values)
         expression = "SET " + ", ".join(sets)
         if removes:
             expression += " REMOVE " + ", ".join(removes)
@@ -122,7 +142,7 @@ class ShipmentStore(Tables):
             Key=to_dynamo({"tracking_code": shipment.tracking_code}),
             UpdateExpression=expression,
             ConditionExpression=condition,
-            ExpressionAttributeNames={"#s": "status", "#r": "rank"},
+            ExpressionAttributeNames=names,
             ExpressionAttributeValues=to_dynamo(values),
         ):
             raise Conflict(f"shipment {shipment.tracking_code} was changed concurrently; retry")
@@ -176,9 +196,11 @@ class ShipmentStore(Tables):
         jobs: Mapping[str, Mapping[str, Any]],
         *,
         event_key: str,
+        also: Sequence[Mapping[str, Any]] = (),
     ) -> bool:
         """Store an applied event and the jobs it calls for, only if nobody moved the
-        shipment since `record` was read; False means re-read and decide again."""
+        shipment since `record` was read; False means re-read and decide again. `also`
+        (TransactWriteItems entries, e.g. the lane's counters) commit with it or not at all."""
         data = shipment.to_dict()
         values: dict[str, Any] = {
             ":expected": record.version,
@@ -206,6 +228,7 @@ class ShipmentStore(Tables):
                 values[f":{attribute}"] = data[attribute]
         sets.append("notice_counts = :counts")
         values[":counts"] = data["notice_counts"]
+        _lane_attributes(shipment, sets, removes, values)
         for index, (job_id, job) in enumerate(jobs.items()):
             names[f"#p{index}"] = job_id
             values[f":p{index}"] = dict(job)
@@ -214,14 +237,18 @@ class ShipmentStore(Tables):
         if removes:
             expression += " REMOVE " + ", ".join(removes)
         expression += " ADD version :one"
+        update = {
+            "TableName": self.names.shipments,
+            "Key": to_dynamo({"tracking_code": shipment.tracking_code}),
+            "UpdateExpression": expression,
+            "ConditionExpression": "version = :expected",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": to_dynamo(values),
+        }
+        if not also:
+            return self._write_if("update_item", **update)
         return self._write_if(
-            "update_item",
-            TableName=self.names.shipments,
-            Key=to_dynamo({"tracking_code": shipment.tracking_code}),
-            UpdateExpression=expression,
-            ConditionExpression="version = :expected",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=to_dynamo(values),
+            "transact_write_items", TransactItems=[{"Update": update}, *also]
         )
 
     def clear_pending(self, tracking_code: str, job_ids: Sequence[str]) -> None:

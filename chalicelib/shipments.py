@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
-from chalicelib.customers import FieldError
+from chalicelib.customers import FieldError, _postal_code, _slug
 from chalicelib.errors import BadRequest
 
 MAX_BATCH = 500
@@ -146,6 +146,9 @@ class Shipment:
     order_id: str
     direction: Direction
     promised_date: date | None = None
+    # Where the parcel goes, for lanes (a carrier and an area); both optional.
+    region: str = ""
+    postal_code: str = ""
     status: Status = Status.UNKNOWN
     est_delivery: date | None = None
     last_event_at: datetime | None = None
@@ -166,6 +169,8 @@ class Shipment:
             "order_id": self.order_id,
             "direction": self.direction.value,
             "promised_date": self.promised_date.isoformat() if self.promised_date else None,
+            "region": self.region or None,
+            "postal_code": self.postal_code or None,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -192,6 +197,8 @@ class Shipment:
             order_id=str(data.get("order_id") or ""),
             direction=Direction(str(data.get("direction") or Direction.OUTBOUND.value)),
             promised_date=parse_day(data.get("promised_date")),
+            region=str(data.get("region") or ""),
+            postal_code=str(data.get("postal_code") or ""),
             status=Status(str(data.get("status") or Status.UNKNOWN.value)),
             est_delivery=parse_day(data.get("est_delivery")),
             last_event_at=parse_time(data.get("last_event_at")),
@@ -524,6 +531,65 @@ def _moved_later(before: Shipment, after: Shipment) -> bool:
     return bool(known) and after.est_delivery > max(known)
 
 
+# --- lanes -----------------------------------------------------------------------------------
+
+# Statuses after which a parcel is no longer awaited: a lane's trouble cannot reach it.
+_SETTLED = frozenset({Status.DELIVERED, Status.CANCELLED, Status.EXPIRED})
+_TROUBLE = frozenset({Status.EXCEPTION, Status.ATTEMPT_FAILED, Status.RETURN_TO_SENDER})
+# Without a region, parcels group by the first characters of the postal code: a US ZIP3 is
+# one sorting centre, where carrier disruptions usually sit.
+POSTAL_PREFIX_LENGTH = 3
+
+
+_CARRIER_NAMES = {
+    "usps": "USPS",
+    "ups": "UPS",
+    "fedex": "FedEx",
+    "dhl": "DHL",
+    "dhl-express": "DHL Express",
+    "royal-mail": "Royal Mail",
+    "canada-post": "Canada Post",
+    "la-poste-colissimo": "Colissimo",
+    "dpd": "DPD",
+    "gls": "GLS",
+}
+
+
+def carrier_name(carrier: str) -> str:
+    if not carrier:
+        return "the carrier"
+    return _CARRIER_NAMES.get(carrier.lower(), carrier)
+
+
+def lane_of(shipment: Shipment) -> str | None:
+    """`lane:<carrier>:<area>`, the series a parcel's troubles count in (None without a
+    carrier); the area is the registry's region, else a postal prefix, else `all`."""
+    carrier = re.sub(r"[^a-z0-9]+", "-", shipment.carrier.lower()).strip("-")
+    if not carrier:
+        return None
+    if shipment.region:
+        area = shipment.region
+    elif shipment.postal_code:
+        prefix = re.sub(r"[^A-Z0-9]", "", shipment.postal_code)[:POSTAL_PREFIX_LENGTH]
+        area = f"zip-{prefix.lower()}"
+    else:
+        area = "all"
+    return f"lane:{carrier}:{area}"
+
+
+def awaited(shipment: Shipment) -> bool:
+    """An outbound parcel its customer is still waiting for."""
+    return shipment.direction is Direction.OUTBOUND and shipment.status not in _SETTLED
+
+
+def is_disruption(before: Shipment, after: Shipment) -> bool:
+    """The change is trouble on the way: an exception, a failed attempt, a return to the
+    sender, or the estimate moving past what the customer was told."""
+    if after.status in _TROUBLE:
+        return after.status is not before.status
+    return after.status is not Status.DELIVERED and _moved_later(before, after)
+
+
 def make_notice_id(tracking_code: str, kind: NoticeKind, n: int) -> str:
     return f"shp_{tracking_code}_{kind.value}_{n}"
 
@@ -597,7 +663,7 @@ def reason_phrase(provider: str, status: Status, detail: str | None) -> str:
 # --- registry rows ---------------------------------------------------------------------------
 
 SHIPMENT_FIELDS = ("tracking_code", "carrier", "customer_id", "order_id", "direction")
-OPTIONAL_FIELDS = ("promised_date",)
+OPTIONAL_FIELDS = ("promised_date", "region", "postal_code")
 CSV_COLUMNS: tuple[str, ...] = (*SHIPMENT_FIELDS, *OPTIONAL_FIELDS)
 
 _CUSTOMER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -687,6 +753,12 @@ def validate_row(raw: object, customer_exists: Callable[[str], bool]) -> Shipmen
                     " such as 2025-11-23",
                 )
             )
+    region = _slug(values["region"], "region", errors) if values["region"] else None
+    postal_code = (
+        _postal_code(values["postal_code"], "postal_code", errors)
+        if values["postal_code"]
+        else None
+    )
     for name in SHIPMENT_FIELDS:
         if values[name] is None and not any(e.field == name for e in errors):
             errors.append(FieldError(name, f"{name} is required"))
@@ -699,6 +771,8 @@ def validate_row(raw: object, customer_exists: Callable[[str], bool]) -> Shipmen
         order_id=order_id or "",
         direction=direction,
         promised_date=promised,
+        region=region or "",
+        postal_code=postal_code or "",
     )
 
 

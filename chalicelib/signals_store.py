@@ -34,6 +34,7 @@ from chalicelib.sentiment import Sentiment
 from chalicelib.store import Item, Tables, from_dynamo, to_dynamo
 
 WATCH_KEY = "~watch"  # sorts after every ISO bucket key, so bucket range queries skip it
+LANES_KEY = "~lanes"  # the partition listing carrier lanes with recent events
 POST_DAYS = 30
 BUCKET_DAYS = 35
 FLAG_DAYS = 90
@@ -45,6 +46,34 @@ def _expires(days: int) -> int:
 
 def post_key(post: Post) -> str:
     return f"{iso(post.created_at)}#{post.id}"
+
+
+def bucket_add(table: str, topic: str, bucket: datetime, counts: BucketCounts) -> dict[str, Any]:
+    """The UpdateItem request (or TransactWriteItems `Update`) adding `counts` to a bucket."""
+    adds = {"posts": counts.posts, "negative": counts.negative, "complaint": counts.complaint}
+    adds.update({f"c_{cluster}": n for cluster, n in counts.clusters.items()})
+    names = {f"#a{i}": name for i, name in enumerate(adds)}
+    values: dict[str, Any] = {f":a{i}": n for i, n in enumerate(adds.values())}
+    return {
+        "TableName": table,
+        "Key": to_dynamo({"topic_id": topic, "bucket": iso(bucket)}),
+        "UpdateExpression": "ADD "
+        + ", ".join(f"#a{i} :a{i}" for i in range(len(adds)))
+        + " SET expires_at = :e",
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": to_dynamo({**values, ":e": _expires(BUCKET_DAYS)}),
+    }
+
+
+def lane_seen(table: str, lane: str, now: datetime) -> dict[str, Any]:
+    """The update that keeps `lane` in the index of lanes to judge while it has events."""
+    return {
+        "TableName": table,
+        "Key": to_dynamo({"topic_id": LANES_KEY, "bucket": lane}),
+        "UpdateExpression": "SET first_seen = if_not_exists(first_seen, :n), last_seen = :n,"
+        " expires_at = :e",
+        "ExpressionAttributeValues": to_dynamo({":n": iso(now), ":e": _expires(BUCKET_DAYS)}),
+    }
 
 
 @dataclass(frozen=True)
@@ -103,16 +132,8 @@ class SignalTables(Tables):
 
     def add_post(self, scored: ScoredPost, bucket: datetime) -> bool:
         post, feeling = scored.post, scored.sentiment
-        adds = {
-            ":one": 1,
-            ":neg": int(feeling.label == "negative"),
-            ":cmp": int(bool(feeling.terms)),
-        }
-        names = {"#p": "posts", "#n": "negative", "#c": "complaint"}
-        parts = ["#p :one", "#n :neg", "#c :cmp"]
-        for index, cluster in enumerate(feeling.clusters):
-            names[f"#k{index}"] = f"c_{cluster}"
-            parts.append(f"#k{index} :one")
+        counts = BucketCounts()
+        counts.add(feeling)
         item = {
             "topic_id": post.topic,
             "at_id": post_key(post),
@@ -129,17 +150,7 @@ class SignalTables(Tables):
                         "ConditionExpression": "attribute_not_exists(at_id)",
                     }
                 },
-                {
-                    "Update": {
-                        "TableName": self.names.signals,
-                        "Key": to_dynamo({"topic_id": post.topic, "bucket": iso(bucket)}),
-                        "UpdateExpression": "ADD " + ", ".join(parts) + " SET expires_at = :e",
-                        "ExpressionAttributeNames": names,
-                        "ExpressionAttributeValues": to_dynamo(
-                            {**adds, ":e": _expires(BUCKET_DAYS)}
-                        ),
-                    }
-                },
+                {"Update": bucket_add(self.names.signals, post.topic, bucket, counts)},
             ],
         )
 
@@ -178,6 +189,19 @@ class SignalTables(Tables):
             )
             if item["at_id"] < iso(end)
         ]
+
+    def lanes(self) -> dict[str, datetime]:
+        """Carrier lanes with events in the last BUCKET_DAYS, and when each was first seen."""
+        from chalicelib.posts import parse_time
+
+        return {
+            str(item["bucket"]): parse_time(str(item["first_seen"]))
+            for item in self._query_all(
+                TableName=self.names.signals,
+                KeyConditionExpression="topic_id = :t",
+                ExpressionAttributeValues=to_dynamo({":t": LANES_KEY}),
+            )
+        }
 
     # -- detector state --------------------------------------------------------------------
 

@@ -170,6 +170,36 @@ class Tables:
             time.sleep(min(2.0, 0.05 * 2**attempt))
         raise RuntimeError(f"DynamoDB left {len(pending[table])} writes to {table} unprocessed")
 
+    def _get_many(
+        self,
+        table: str,
+        keys: Sequence[Mapping[str, Any]],
+        *,
+        consistent: bool = False,
+        projection: str | None = None,
+    ) -> list[Item]:
+        """BatchGetItem, 100 keys a call, retrying what DynamoDB leaves unprocessed; the
+        items found, in no particular order."""
+        found: list[Item] = []
+        for start in range(0, len(keys), 100):
+            request: dict[str, Any] = {
+                "Keys": [to_dynamo(k) for k in keys[start : start + 100]],
+                "ConsistentRead": consistent,
+            }
+            if projection:
+                request["ProjectionExpression"] = projection
+            pending: dict[str, Any] = {table: request}
+            for attempt in range(8):
+                response = self.db.batch_get_item(RequestItems=pending)
+                found += [from_dynamo(i) for i in response.get("Responses", {}).get(table, [])]
+                pending = response.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+                time.sleep(min(2.0, 0.05 * 2**attempt))
+            else:
+                raise RuntimeError(f"DynamoDB left reads of {table} unprocessed")
+        return found
+
     def _query_all(self, **request: Any) -> Iterable[Item]:
         for page in self.db.get_paginator("query").paginate(**request):
             for item in page.get("Items", []):
@@ -182,6 +212,13 @@ class Store(Tables):
     def get_customer(self, customer_id: str) -> Customer | None:
         item = self._get(self.names.customers, {"customer_id": customer_id})
         return Customer.from_dict(item) if item else None
+
+    def get_customers(self, customer_ids: Iterable[str]) -> dict[str, Customer]:
+        keys = [{"customer_id": c} for c in dict.fromkeys(customer_ids)]
+        return {
+            str(item["customer_id"]): Customer.from_dict(item)
+            for item in self._get_many(self.names.customers, keys)
+        }
 
     def upsert_customer(self, customer: Customer) -> str:
         """Write the customer and its audience index rows in one transaction.
@@ -431,6 +468,26 @@ class Store(Tables):
         response = self.db.query(**request)
         return Page(
             [Customer.from_dict(from_dynamo(i)) for i in response.get("Items", [])],
+            response.get("LastEvaluatedKey"),
+        )
+
+    def query_lane(
+        self, lane: str, *, start_key: dict[str, Any] | None, limit: int
+    ) -> Page[str]:
+        """`<customer>#<tracking code>` of the outbound parcels on their way on `lane`, in
+        order (GSI `by-lane` of the shipments table holds only those)."""
+        request: dict[str, Any] = {
+            "TableName": self.names.shipments,
+            "IndexName": "by-lane",
+            "KeyConditionExpression": "lane_key = :l",
+            "ExpressionAttributeValues": to_dynamo({":l": lane}),
+            "Limit": limit,
+        }
+        if start_key:
+            request["ExclusiveStartKey"] = start_key
+        response = self.db.query(**request)
+        return Page(
+            [str(from_dynamo(i)["lane_sort"]) for i in response.get("Items", [])],
             response.get("LastEvaluatedKey"),
         )
 
