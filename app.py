@@ -198,6 +198,11 @@ def import_shipments(principal: Principal) -> dict[str, Any]:
     return shipment_api.import_shipments(services().store, api.body())
 
 
+@api.route("/api/customers/{customer_id}/shipments", roles=(OPS,))
+def customer_shipments(principal: Principal, customer_id: str) -> dict[str, Any]:
+    return shipment_api.customer_shipments(services().store, customer_id)
+
+
 @api.route("/api/shipments/{tracking_code}", roles=(OPS,))
 def get_shipment(principal: Principal, tracking_code: str) -> dict[str, Any]:
     return shipment_api.get_shipment(services().store, tracking_code)

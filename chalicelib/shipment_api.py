@@ -95,6 +95,14 @@ def get_shipment(store: Store, tracking_code: str) -> dict[str, Any]:
     return record.to_dict()
 
 
+def customer_shipments(store: Store, customer_id: str) -> dict[str, Any]:
+    """A customer's shipments, most recently changed first (for agents and ops)."""
+    if store.get_customer(customer_id) is None:
+        raise NotFound(f"no customer {customer_id[:64]}")
+    found = shipment_store(store).for_customer(customer_id)
+    return {"customer_id": customer_id, "shipments": [s.to_dict() for s in found]}
+
+
 # --- webhooks --------------------------------------------------------------------------------
 
 

@@ -15,7 +15,6 @@ because notice ids are deterministic and the delivery ledger sends each id once.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -23,7 +22,7 @@ from typing import Any
 
 from chalicelib.errors import Conflict
 from chalicelib.shipments import Shipment, Status, awaited, iso_time, lane_of
-from chalicelib.store import Item, Tables, from_dynamo, to_dynamo
+from chalicelib.store import Item, Tables, to_dynamo
 
 EVENT_TTL_SECONDS = 30 * 24 * 3600
 _BATCH_GET = 100
@@ -162,30 +161,10 @@ class ShipmentStore(Tables):
         ]
 
     def existing_customers(self, customer_ids: Iterable[str]) -> set[str]:
-        """Which of `customer_ids` are in the customers table (BatchGetItem, 100 a call)."""
-        wanted = sorted(set(customer_ids))
-        found: set[str] = set()
-        table = self.names.customers
-        for start in range(0, len(wanted), _BATCH_GET):
-            request: dict[str, Any] = {
-                table: {
-                    "Keys": [to_dynamo({"customer_id": c}) for c in wanted[start : start + 100]],
-                    "ProjectionExpression": "customer_id",
-                }
-            }
-            for attempt in range(8):
-                response = self.db.batch_get_item(RequestItems=request)
-                found.update(
-                    str(from_dynamo(item)["customer_id"])
-                    for item in response.get("Responses", {}).get(table, [])
-                )
-                request = response.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                time.sleep(min(2.0, 0.05 * 2**attempt))
-            else:
-                raise RuntimeError("DynamoDB left customer lookups unprocessed")
-        return found
+        """Which of `customer_ids` are in the customers table."""
+        keys = [{"customer_id": c} for c in sorted(set(customer_ids))]
+        items = self._get_many(self.names.customers, keys, projection="customer_id")
+        return {str(item["customer_id"]) for item in items}
 
     # -- carrier events -------------------------------------------------------------------
 
@@ -247,9 +226,7 @@ class ShipmentStore(Tables):
         }
         if not also:
             return self._write_if("update_item", **update)
-        return self._write_if(
-            "transact_write_items", TransactItems=[{"Update": update}, *also]
-        )
+        return self._write_if("transact_write_items", TransactItems=[{"Update": update}, *also])
 
     def clear_pending(self, tracking_code: str, job_ids: Sequence[str]) -> None:
         """Forget jobs that reached the queue."""

@@ -1,8 +1,9 @@
 """``forewarn shipments import FILE.csv`` and ``forewarn shipments show TRACKING``.
 
 The CSV has a header row with the columns
-``tracking_code,carrier,customer_id,order_id,direction,promised_date`` (``promised_date``
-optional, ISO ``2025-11-23``; ``direction`` is ``outbound`` or ``return``). Rows go to
+``tracking_code,carrier,customer_id,order_id,direction`` and optionally ``promised_date``
+(ISO ``2025-11-23``), ``region`` and ``postal_code`` (where the parcel goes, for carrier
+lanes); ``direction`` is ``outbound`` or ``return``. Rows go to
 ``POST /api/shipments`` in batches of 500; each rejected row is reported with its file line.
 
 This module does not import ``forewarn_cli.main`` (which registers it), so either can be
@@ -102,6 +103,8 @@ def show_shipment(ctx: click.Context, tracking_code: str) -> None:
         ("status", "status"),
         ("detail", "status_detail"),
         ("promised", "promised_date"),
+        ("region", "region"),
+        ("postal code", "postal_code"),
         ("estimated", "est_delivery"),
         ("last scan", "last_event_at"),
         ("delivered", "delivered_at"),

@@ -670,8 +670,10 @@ def test_import_needs_a_shipments_list(env: Env) -> None:
 def test_a_customers_shipments_are_listed_newest_first(env: Env) -> None:
     register(UPS)
     register(USPS)
-    listed = shipment_api.shipment_store(services().store).for_customer("c0001")
-    assert [s.tracking_code for s in listed] == [USPS, UPS]
+    listed = shipment_api.customer_shipments(services().store, "c0001")
+    assert [s["tracking_code"] for s in listed["shipments"]] == [USPS, UPS]
+    with pytest.raises(NotFound, match="no customer"):
+        shipment_api.customer_shipments(services().store, "c9999")
 
 
 # --- on the local stack: webhooks --------------------------------------------------------------
