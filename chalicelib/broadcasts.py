@@ -36,13 +36,15 @@ from chalicelib.domain import (
     utcnow,
 )
 from chalicelib.errors import BadRequest, Conflict, NotFound
-from chalicelib.incidents import get_incident
+from chalicelib.incidents import get_incident, parse_moment
 from chalicelib.store import Store
 
 log = logging.getLogger(__name__)
 
 _FIELDS = {"incident_id", "phase", "channels", "audience", "template", "variables"}
-VARIABLES = ("workaround", "status_link")
+# `window_start` and `window_end` bound a planned maintenance (ISO 8601 with an offset, kept
+# in UTC); templates show them in each customer's own zone.
+VARIABLES = ("workaround", "status_link", "window_start", "window_end")
 MAX_VARIABLE_LENGTH = 500
 SOCIAL_LIMIT = 280
 
@@ -84,7 +86,22 @@ def _variables(value: object) -> dict[str, str]:
     link = result.get("status_link", "")
     if link and not link.startswith(("https://", "http://")):
         raise BadRequest("variables.status_link must be an http(s) URL")
-    return result
+    return _window(result)
+
+
+def _window(variables: dict[str, str]) -> dict[str, str]:
+    """Normalise the maintenance window to UTC and refuse one that cannot be shown."""
+    start = parse_moment(variables.get("window_start"), "variables.window_start")
+    end = parse_moment(variables.get("window_end"), "variables.window_end")
+    if end is not None and start is None:
+        raise BadRequest("variables.window_end needs variables.window_start")
+    # Both are UTC in one fixed-width format, so text order is time order.
+    if start is not None and end is not None and end <= start:
+        raise BadRequest("variables.window_end must be after variables.window_start")
+    for key, moment in (("window_start", start), ("window_end", end)):
+        if key in variables:
+            variables[key] = moment or ""
+    return variables
 
 
 def create_broadcast(

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 TEMPLATE_ROOT = "_shipments"
 WEBHOOK_TIMEOUT_SECONDS = 5.0
 
+
 class Outcome(StrEnum):
     SENT = "sent"
     FAILED = "failed"

@@ -1,20 +1,28 @@
 """From signal to action: tell ops about a new emerging issue, turn an issue into an incident
-with a drafted broadcast in one call, and let the social team work through flagged posts."""
+with a drafted broadcast in one call, and let the social team work through flagged posts.
+
+An issue whose cause already has an open incident (a status source opened it, or another
+issue) joins that incident rather than opening a second one (`chalicelib.causes`): when it
+opens, if the scan can tell (the ops alert says so), and at the latest when ops promote it.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from chalicelib import aws, broadcasts, incidents
+from chalicelib import aws, broadcasts, causes, incidents
 from chalicelib.broadcasts import Services
 from chalicelib.config import Settings
+from chalicelib.domain import Broadcast, Incident, IncidentStatus, Phase, utcnow
 from chalicelib.emerging import Issue
 from chalicelib.errors import BadRequest, Conflict, NotFound
 from chalicelib.signals_store import FlagFilter, SignalTables
+from chalicelib.status_feeds import Scope
 from chalicelib.store import Store
 
 log = logging.getLogger(__name__)
@@ -22,14 +30,17 @@ log = logging.getLogger(__name__)
 FLAG_STATES = ("open", "dismissed", "handled")
 FLAG_ACTIONS = ("dismiss", "handle", "link")
 SAMPLE_CHARS = 200
+# Who linked an issue's flags when the scan did it, not a person.
+AUTO_LINK_ACTOR = "forewarn:same-cause"
 
 
-def describe(issue: Issue, public_url: str) -> tuple[str, str]:
+def describe(issue: Issue, public_url: str, joined: Incident | None = None) -> tuple[str, str]:
     """Subject and plain-text body of the ops alert. Sample texts are untrusted, shown as
     text only; author handles stay out (the console has them)."""
     cluster = issue.cluster.replace("_", " ")
     subject = f"Emerging issue: {cluster} complaints about {issue.topic}"[:100]
-    lines = [
+    lines = [*_joined_lines(joined, public_url)]
+    lines += [
         f"{issue.posts} {cluster} complaints in 5 minutes against a baseline of "
         f"{issue.baseline:.1f}; {issue.negative_share:.0%} of posts negative.",
         f"Opened {issue.opened_at}.",
@@ -44,12 +55,32 @@ def describe(issue: Issue, public_url: str) -> tuple[str, str]:
     return subject, "\n".join(lines)
 
 
+def _joined_lines(joined: Incident | None, public_url: str) -> list[str]:
+    if joined is None:
+        return []
+    return [
+        f"Linked to open incident {joined.incident_id} ({joined.title}, {joined.status.value}): "
+        "same service and time window, so its customers hear of this cause from it; "
+        "no second incident is needed.",
+        f"Incident: {public_url}/api/incidents/{joined.incident_id}",
+        "",
+    ]
+
+
 @dataclass(frozen=True)
 class OpsNotifier:
     settings: Settings
+    # With both, a new issue whose cause already has an open incident is linked to it before
+    # ops are told; without (the backtest), ops are only told.
+    services: Services | None = None
+    signals: SignalTables | None = None
 
     def issue_opened(self, issue: Issue) -> None:
-        subject, body = describe(issue, self.settings.public_url)
+        self.send(*describe(issue, self.settings.public_url, self._link(issue)))
+        log.info("ops told of issue %s (%s)", issue.issue_id, issue.cluster)
+
+    def send(self, subject: str, body: str) -> None:
+        """To the ops topic and the ops address, whichever the stage has."""
         if self.settings.ops_topic_arn:
             aws.client("sns").publish(
                 TopicArn=self.settings.ops_topic_arn, Subject=subject, Message=body
@@ -63,65 +94,181 @@ class OpsNotifier:
                     "Body": {"Text": {"Data": body, "Charset": "UTF-8"}},
                 },
             )
-        log.info("ops told of issue %s (%s)", issue.issue_id, issue.cluster)
+
+    def _link(self, issue: Issue) -> Incident | None:
+        if self.services is None or self.signals is None:
+            return None
+        try:
+            return link_to_open_incident(self.services, self.signals, issue)
+        except Exception:
+            # The alert matters more than the link: ops still hear of the issue, and
+            # promoting it looks for the open incident again.
+            log.exception("issue %s: looking for its open incident failed", issue.issue_id)
+            return None
+
+
+def own_incident_id(issue_id: str) -> str:
+    """The incident an issue opens when no open incident has its cause; derived, so a
+    repeated promote aims at the same one."""
+    digest = hashlib.sha256(f"{causes.SOCIAL}\n{issue_id}".encode()).hexdigest()
+    return f"inc_{digest[:16]}"
+
+
+def link_to_open_incident(
+    services: Services, signals: SignalTables, issue: Issue
+) -> Incident | None:
+    """At an issue's opening: link it (and its flags) to the open incident of its cause, if
+    there is one; the incident it is linked to."""
+    scope = _issue_scope(signals, issue, {})
+    if scope is None:
+        return None  # a topic without services cannot share a cause with an incident
+    stored = signals.get_issue(issue.issue_id)
+    incident_id = stored.incident_id
+    if incident_id is None:
+        joined = _join_open_incident(services, signals, stored, scope)
+        if joined is None:
+            return None
+        incident_id = _link(signals, issue.issue_id, joined.incident_id)
+    if incident_id == own_incident_id(issue.issue_id):
+        return None  # ops promoted it meanwhile, to an incident of its own
+    incident = services.store.get_incident(incident_id)
+    if incident is not None:
+        link_issue_flags(signals, issue.issue_id, incident_id, actor=AUTO_LINK_ACTOR)
+    return incident
 
 
 def promote(
-    services: Services, signals: SignalTables, issue_id: str, payload: object, *, actor: str
+    services: Services,
+    signals: SignalTables,
+    issue_id: str,
+    payload: object,
+    *,
+    actor: str,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Open an incident for the issue and draft its initial broadcast, once.
+    """Link the issue to the open incident of its cause, or open one and draft its initial
+    broadcast; once.
 
     The incident id is claimed on the issue before anything is created, so two people
     promoting at once get one incident, and a call that failed half-way finishes the job
-    when repeated.
+    when repeated. An incident that has an initial broadcast gets no second one: its
+    audience hears of this cause from the one it has.
     """
     body = payload if isinstance(payload, Mapping) else {}
     if payload is not None and not isinstance(payload, Mapping):
         raise BadRequest("request body must be a JSON object")
+    now = now or utcnow()
     issue = signals.get_issue(issue_id)
-    topic = next((t for t in signals.topics() if t.id == issue.topic), None)
-    services_named = body.get("services") or list(topic.services if topic else ())
-    if not services_named:
+    scope = _issue_scope(signals, issue, body)
+    if scope is None:
         raise BadRequest(f"topic {issue.topic} names no services; give 'services' in the body")
     incident_id = issue.incident_id
     if incident_id is None:
-        claimed = f"inc_{uuid.uuid4().hex[:16]}"
-        if signals.link_issue(issue_id, claimed):
-            incident_id = claimed
-        else:
-            incident_id = signals.get_issue(issue_id).incident_id
-    if incident_id is None:  # pragma: no cover - link_issue failed without a link: gone
-        raise Conflict(f"emerging issue {issue_id} changed concurrently; retry")
-    incident = services.store.get_incident(incident_id)
-    if incident is None:
-        cluster = issue.cluster.replace("_", " ")
-        incident = incidents.create_incident(
-            services.store,
-            {
-                "title": body.get("title") or f"{cluster.capitalize()} reported by customers",
-                "services": services_named,
-                "regions": body.get("regions") or ([issue.region] if issue.region else []),
-            },
-            incident_id=incident_id,
+        joined = _join_open_incident(services, signals, issue, scope)
+        incident_id = _link(signals, issue_id, joined.incident_id if joined else None)
+    incident = services.store.get_incident(incident_id) or _open_incident(
+        services.store, issue, scope, body, incident_id, now
+    )
+    if incident.status is not IncidentStatus.RESOLVED:
+        # So that a status-source incident (or another issue) of the same cause joins it.
+        causes.OpenIncidents(services.settings.names).mark_issue(
+            incident, issue_id, must_exist=False
         )
-    drafts = services.store.broadcasts_for_incident(incident_id)
-    draft = drafts[0] if drafts else None
-    if draft is None:
-        draft = broadcasts.create_broadcast(
-            services,
-            {
-                "incident_id": incident_id,
-                **({"channels": body["channels"]} if "channels" in body else {}),
-            },
-            actor=actor,
-        )
+    initial = _initial(services.store, incident_id) or _draft_initial(
+        services, incident_id, body, actor=actor, now=now
+    )
     linked = link_issue_flags(signals, issue_id, incident_id, actor=actor)
     return {
         "issue_id": issue_id,
         "incident": incident.to_dict(),
-        "broadcast": draft.to_dict(),
+        "broadcast": initial.to_dict(),
         "flags_linked": linked,
+        "joined": incident_id != own_incident_id(issue_id),
     }
+
+
+def _issue_scope(signals: SignalTables, issue: Issue, body: Mapping[str, Any]) -> Scope | None:
+    """Whose customers the issue concerns: the body's choice, else the topic's services and
+    the issue's region (none: everywhere). None when nothing names a service."""
+    named = body.get("services")
+    if not named:
+        topic = next((t for t in signals.topics() if t.id == issue.topic), None)
+        named = list(topic.services) if topic else []
+    regions = body.get("regions") or ([issue.region] if issue.region else [])
+    services_ = _names(named, "services")
+    return Scope(services_, _names(regions, "regions")) if services_ else None
+
+
+def _names(value: object, field: str) -> tuple[str, ...]:
+    # Checked here as well as by incidents: the scope is compared before any incident exists.
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest(f"{field} must be a list of strings")
+    return tuple(dict.fromkeys(v.strip().lower() for v in value))
+
+
+def _join_open_incident(
+    services: Services, signals: SignalTables, issue: Issue, scope: Scope
+) -> Incident | None:
+    """The open incident of the issue's cause, marked as holding the issue; None when there
+    is none (or it closed while being joined)."""
+    registry = causes.OpenIncidents(services.settings.names)
+    began = causes.parse_moment(issue.opened_at)
+    found = causes.find_open_incident(registry, services.store, scope, began)
+    if found is None or not registry.mark_issue(found, issue.issue_id, must_exist=True):
+        return None
+    return found
+
+
+def _link(signals: SignalTables, issue_id: str, incident_id: str | None) -> str:
+    """Claim `incident_id` (default: the issue's own) on the issue; the incident it is linked
+    to, which is another's when someone linked it first."""
+    target = incident_id or own_incident_id(issue_id)
+    if signals.link_issue(issue_id, target):
+        return target
+    linked = signals.get_issue(issue_id).incident_id
+    if linked is None:  # pragma: no cover - link_issue failed without a link: gone
+        raise Conflict(f"emerging issue {issue_id} changed concurrently; retry")
+    return linked
+
+
+def _open_incident(
+    store: Store,
+    issue: Issue,
+    scope: Scope,
+    body: Mapping[str, Any],
+    incident_id: str,
+    now: datetime,
+) -> Incident:
+    cluster = issue.cluster.replace("_", " ")
+    payload = {
+        "title": body.get("title") or f"{cluster.capitalize()} reported by customers",
+        "services": list(scope.services),
+        "regions": list(scope.regions),
+    }
+    try:
+        return incidents.create_incident(store, payload, now, incident_id=incident_id)
+    except Exception as exc:
+        # Two promotes of one issue at once: the other created it.
+        if aws.error_code(exc) != "ConditionalCheckFailedException":
+            raise
+    found = store.get_incident(incident_id)
+    if found is None:  # pragma: no cover - created and gone again
+        raise Conflict(f"incident {incident_id} vanished while being opened")
+    return found
+
+
+def _initial(store: Store, incident_id: str) -> Broadcast | None:
+    initials = [b for b in store.broadcasts_for_incident(incident_id) if b.phase is Phase.INITIAL]
+    return min(initials, key=lambda b: (b.created_at, b.broadcast_id), default=None)
+
+
+def _draft_initial(
+    services: Services, incident_id: str, body: Mapping[str, Any], *, actor: str, now: datetime
+) -> Broadcast:
+    channels = {"channels": body["channels"]} if "channels" in body else {}
+    return broadcasts.create_broadcast(
+        services, {"incident_id": incident_id, **channels}, actor=actor, now=now
+    )
 
 
 def link_issue_flags(signals: SignalTables, issue_id: str, incident_id: str, *, actor: str) -> int:

@@ -58,9 +58,7 @@ def tally(signals_table: str, before: Shipment, after: Shipment, now: datetime) 
     if lane is None:
         return []
     trouble = int(is_disruption(before, after))
-    counts = BucketCounts(
-        posts=1, negative=trouble, complaint=trouble, clusters={CLUSTER: trouble}
-    )
+    counts = BucketCounts(posts=1, negative=trouble, complaint=trouble, clusters={CLUSTER: trouble})
     bucket = bucket_start(now, POLICY.bucket_seconds)
     return [
         {"Update": bucket_add(signals_table, lane, bucket, counts)},

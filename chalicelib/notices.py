@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -195,6 +195,12 @@ def notice_context(
         "next_update": _local_time(incident.next_update_due, customer.time_zone),
         "opt_out_sms": OPT_OUT_SMS,
         "unsubscribe_url": unsubscribe_url,
+        **window_context(
+            variables.get("window_start"),
+            variables.get("window_end"),
+            time_zone=customer.time_zone,
+            locale=customer.locale,
+        ),
     }
 
 
@@ -215,20 +221,133 @@ def _affected_service_and_region(customer: Customer, incident: Incident) -> tupl
 
 
 def _local_time(moment: str | None, time_zone: str) -> str:
-    if not moment:
+    when = _parse_moment(moment)
+    if when is None:
         return ""
+    return when.astimezone(_zone(time_zone)).strftime("%H:%M %Z")
+
+
+def _parse_moment(moment: str | None) -> datetime | None:
+    if not moment:
+        return None
     try:
         when = datetime.fromisoformat(moment)
     except ValueError:
-        # A malformed due time should cost the notice one sentence, not the whole delivery.
-        return ""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
+        # A malformed time should cost the notice one sentence, not the whole delivery.
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _zone(time_zone: str) -> tzinfo:
     try:
-        zone: Any = ZoneInfo(time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = UTC
-    return when.astimezone(zone).strftime("%H:%M %Z")
+        return ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # A customer record with a zone this runtime does not know still gets its notice,
+        # in UTC, and the label says so.
+        return UTC
+
+
+# Month and weekday names for the window of a maintenance notice. Hand-written rather than
+# from a locale library: the deployment package carries no CLDR data, and three languages
+# do not justify it. The index is datetime.month - 1 and datetime.weekday().
+_MONTHS: dict[str, tuple[str, ...]] = {
+    "en": (
+        "January", "February", "March", "April", "May", "June",
+        "July", "August", "September", "October", "November", "December",
+    ),
+    "fr": (
+        "janvier", "février", "mars", "avril", "mai", "juin",
+        "juillet", "août", "septembre", "octobre", "novembre", "décembre",
+    ),
+    "es": (
+        "enero", "febrero", "marzo", "abril", "mayo", "junio",
+        "julio", "agosto", "septiembre", "octubre", "noviembre", "diciembre",
+    ),
+}  # fmt: skip
+_WEEKDAYS: dict[str, tuple[str, ...]] = {
+    "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
+    "fr": ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"),
+    "es": ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo"),
+}
+# Long form for email; the day comes before the month in all three languages.
+_LONG_DATE = {
+    "en": "{weekday} {day} {month}",
+    "fr": "{weekday} {day} {month}",
+    "es": "{weekday} {day} de {month}",
+}
+
+
+def _date_language(locale: str) -> str:
+    """The first language of the locale's fallback chain that has date names; English if
+    none, which matches the template the `default` folder supplies."""
+    for candidate in locale_chain(locale):
+        if candidate in _MONTHS:
+            return candidate
+    return "en"
+
+
+def _zone_label(when: datetime) -> str:
+    name = when.tzname() or "UTC"
+    # Zones without a common abbreviation report a bare offset ("-03"); alone it reads
+    # like a typo, so say what it is an offset from.
+    return f"UTC{name}" if name[:1] in "+-" else name
+
+
+def _long_moment(when: datetime, language: str) -> str:
+    date = _LONG_DATE[language].format(
+        weekday=_WEEKDAYS[language][when.weekday()],
+        day=when.day,
+        month=_MONTHS[language][when.month - 1],
+    )
+    return f"{date}, {when:%H:%M} {_zone_label(when)}"
+
+
+def _short_date(when: datetime, language: str) -> str:
+    # Digits in French and Spanish: some month names ("août") fall outside GSM-7, and one
+    # such character turns a whole SMS into UCS-2 at well under half the length.
+    if language == "en":
+        return f"{when.day} {_MONTHS['en'][when.month - 1][:3]}"
+    return f"{when:%d/%m}"
+
+
+def _short_range(start: datetime, end: datetime | None, language: str) -> str:
+    """Compact and GSM-7 only: "3 Mar 02:00-04:00 CET", "03/03 23:00 - 04/03 01:00 CET"."""
+    first = f"{_short_date(start, language)} {start:%H:%M}"
+    start_zone = _zone_label(start)
+    if end is None:
+        return f"{first} {start_zone}"
+    end_zone = _zone_label(end)
+    same_day = end.date() == start.date()
+    last = f"{end:%H:%M}" if same_day else f"{_short_date(end, language)} {end:%H:%M}"
+    separator = "-" if same_day else " - "
+    if end_zone == start_zone:
+        return f"{first}{separator}{last} {end_zone}"
+    # The clocks change inside the window: each end keeps its own zone label.
+    return f"{first} {start_zone}{separator}{last} {end_zone}"
+
+
+def window_context(
+    window_start: str | None, window_end: str | None, *, time_zone: str, locale: str
+) -> dict[str, str]:
+    """A maintenance window as the customer reads it: in their zone and language.
+
+    `window_start` and `window_end` (email) are each a full weekday, date, time and zone;
+    `window` (SMS, social, subjects) is the compact range. All are empty without a start,
+    so a template can fall back to other words.
+    """
+    start = _parse_moment(window_start)
+    if start is None:
+        return {"window_start": "", "window_end": "", "window": ""}
+    zone = _zone(time_zone)
+    start = start.astimezone(zone)
+    end = _parse_moment(window_end)
+    end = end.astimezone(zone) if end is not None and end > start else None
+    language = _date_language(locale)
+    return {
+        "window_start": _long_moment(start, language),
+        "window_end": _long_moment(end, language) if end is not None else "",
+        "window": _short_range(start, end, language),
+    }
 
 
 def render_notice(

@@ -6,17 +6,21 @@ import logging
 import time
 from typing import Any
 
+from chalicelib import lanes
 from chalicelib.config import Settings, settings
+from chalicelib.domain import utcnow
 from chalicelib.emerging import Policy
 from chalicelib.handoff import OpsNotifier
 from chalicelib.listening import Listener, scan
-from chalicelib.runtime import signals
+from chalicelib.runtime import services, signals
 
 log = logging.getLogger(__name__)
 
 # Time kept back from the Lambda timeout for judging buckets and saving state after the last
 # page fetched: a scan stops paging, checkpoints, and the next scan continues.
 SAFETY_SECONDS = 20.0
+# Webhooks for the last minutes of an hour can still be in flight when it closes.
+LANE_GRACE_SECONDS = 300
 
 
 def policy(config: Settings) -> Policy:
@@ -33,7 +37,9 @@ def scheduled_scan(lambda_context: Any) -> dict[str, Any]:
         signals(),
         policy(config),
         high_reach_followers=config.high_reach_followers,
-        notifier=OpsNotifier(config),
+        # With the incidents and issues at hand, a new issue whose cause already has an open
+        # incident is linked to it before ops are told.
+        notifier=OpsNotifier(config, services=services(), signals=signals()),
         grace_seconds=config.listen_grace_seconds,
     )
     deadline = time.monotonic() + max(1.0, remaining_ms / 1000 - SAFETY_SECONDS)
@@ -44,6 +50,12 @@ def scheduled_scan(lambda_context: Any) -> dict[str, Any]:
         backfill_seconds=config.listen_backfill_seconds,
         deadline=deadline,
     )
+    # Carrier lanes ride on the same schedule; their hourly buckets make most runs a no-op.
+    lane_report = lanes.judge_lanes(
+        services(), signals(), OpsNotifier(config), utcnow(), grace_seconds=LANE_GRACE_SECONDS
+    )
+    report.opened += lane_report.opened
+    report.closed += lane_report.closed
     log.info(
         "scan: %d topics, %d new posts, %d buckets, opened %s, rate-limited %s, errors %s",
         report.topics,

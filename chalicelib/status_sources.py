@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chalicelib import aws, broadcasts, incidents, notices
+from chalicelib import aws, broadcasts, causes, incidents, notices
 from chalicelib.broadcasts import Services
 from chalicelib.domain import Broadcast, BroadcastStatus, Incident, IncidentStatus, Phase, utcnow
 from chalicelib.errors import BadRequest, Conflict, ForewarnError, NotFound, Unauthorized
@@ -566,71 +566,13 @@ class SourceTables(Tables):
             stored = _merge(current, stored)
         raise Conflict(f"state of {source_id}/{stored.state.source_incident_id} keeps changing")
 
-    # -- open incidents, for joining --------------------------------------------------------
+    # -- open incidents, for joining ---------------------------------------------------------
 
-    def open_incidents(self) -> list[Item]:
-        return list(
-            self._query_all(
-                TableName=self.table,
-                KeyConditionExpression="source_id = :p",
-                ExpressionAttributeValues=to_dynamo({":p": OPEN}),
-                ConsistentRead=True,
-            )
-        )
-
-    def register_open(self, incident: Incident, link: str, *, must_exist: bool) -> bool:
-        request: dict[str, Any] = {
-            "TableName": self.table,
-            "Key": to_dynamo({"source_id": OPEN, "item_key": incident.incident_id}),
-            "UpdateExpression": (
-                "SET services = :s, regions = :r, created_at = if_not_exists(created_at, :c) "
-                "ADD links :l"
-            ),
-            "ExpressionAttributeValues": {
-                **to_dynamo(
-                    {
-                        ":s": list(incident.services),
-                        ":r": list(incident.regions),
-                        ":c": incident.created_at,
-                    }
-                ),
-                ":l": {"SS": [link]},
-            },
-        }
-        if must_exist:
-            request["ConditionExpression"] = "attribute_exists(item_key)"
-        return self._write_if("update_item", **request)
-
-    def unlink(self, incident_id: str, link: str) -> list[str]:
-        """Drop one upstream incident from the Forewarn incident; the links left."""
-        try:
-            response = self.db.update_item(
-                TableName=self.table,
-                Key=to_dynamo({"source_id": OPEN, "item_key": incident_id}),
-                UpdateExpression="DELETE links :l",
-                ConditionExpression="attribute_exists(item_key)",
-                ExpressionAttributeValues={":l": {"SS": [link]}},
-                ReturnValues="ALL_NEW",
-            )
-        except Exception as exc:
-            if aws.error_code(exc) == "ConditionalCheckFailedException":
-                return []
-            raise
-        return list(from_dynamo(response.get("Attributes", {})).get("links") or [])
-
-    def forget_open(self, incident_id: str) -> None:
-        self.db.delete_item(
-            TableName=self.table, Key=to_dynamo({"source_id": OPEN, "item_key": incident_id})
-        )
-
-    def close_open(self, incident_id: str) -> bool:
-        """Forget an open incident, unless someone joined it meanwhile."""
-        return self._write_if(
-            "delete_item",
-            TableName=self.table,
-            Key=to_dynamo({"source_id": OPEN, "item_key": incident_id}),
-            ConditionExpression="attribute_not_exists(links)",
-        )
+    @property
+    def registry(self) -> causes.OpenIncidents:
+        """The open-incident registry (`chalicelib.causes`): it lives in this table, so it
+        shares this client."""
+        return causes.OpenIncidents(self.names, self.db)
 
     # -- the ledger of broadcasts a source made ------------------------------------------------
 
@@ -927,7 +869,8 @@ class Applier:
         own_id = forewarn_incident_id(config.source_id, entry.state.source_incident_id)
         if entry.state.forewarn_incident_id is None:
             # Chosen and saved before anything is created, so a retry aims at the same one.
-            target = self._join_candidate(action.scope) or own_id
+            began = action.display_at or self.now
+            target = self._join_candidate(action.scope, began) or own_id
             entry = self.tables.save_state(
                 config.source_id,
                 replace(entry, state=replace(entry.state, forewarn_incident_id=target)),
@@ -938,7 +881,7 @@ class Applier:
             joined = (
                 incident is not None
                 and incident.status is not IncidentStatus.RESOLVED
-                and self.tables.register_open(incident, link, must_exist=True)
+                and self.tables.registry.link(incident, link, must_exist=True)
             )
             if joined:
                 outcome.outcome, outcome.forewarn_incident_id = f"joined:{target}", target
@@ -951,7 +894,7 @@ class Applier:
             target = own_id
         title = f"{config.name}: {action.incident.name}"
         incident = self._ensure_incident(target, title, action.scope, action.status)
-        self.tables.register_open(incident, link, must_exist=False)
+        self.tables.registry.link(incident, link, must_exist=False)
         outcome.forewarn_incident_id = target
         self._broadcast(config, action, incident, "initial", Phase.INITIAL, outcome)
         return entry
@@ -986,9 +929,11 @@ class Applier:
             return entry
         link = f"{config.source_id}/{state.source_incident_id}"
         if decision is None:
-            remaining = self.tables.unlink(incident.incident_id, link)
+            remaining = self.tables.registry.unlink(incident.incident_id, link)
             decision = "update"
-            if not remaining and self.tables.close_open(incident.incident_id):
+            # Only status links hold the incident open: an emerging issue in it has no
+            # resolution of its own, so the last upstream resolution still clears it.
+            if not remaining and self.tables.registry.close(incident.incident_id):
                 decision = "allclear"
             # Saved before any broadcast, so a retry makes the same choice.
             acted = {**state.acted, "resolution": decision}
@@ -1042,7 +987,8 @@ class Applier:
         incident = self._ensure_incident(target, title, action.scope, "identified")
         outcome.forewarn_incident_id = target
         if MAINTENANCE_TEMPLATE not in notices.available_kinds():
-            # The outage templates would tell customers the service is down; ops write this one.
+            # Never fall back to the outage templates, which would tell customers the service
+            # is down; a package without this kind leaves the notice to ops.
             outcome.outcome = f"needs_template:{MAINTENANCE_TEMPLATE}"
             return entry
         self._broadcast(
@@ -1052,25 +998,11 @@ class Applier:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _join_candidate(self, scope: Scope) -> str | None:
-        candidates = sorted(
-            (
-                item
-                for item in self.tables.open_incidents()
-                if item.get("links")
-                and scope.overlaps(
-                    Scope(tuple(item.get("services") or ()), tuple(item.get("regions") or ()))
-                )
-            ),
-            key=lambda item: (str(item.get("created_at", "")), str(item["item_key"])),
-        )
-        for item in candidates:
-            incident = self.store.get_incident(str(item["item_key"]))
-            if incident is not None and incident.status is not IncidentStatus.RESOLVED:
-                return incident.incident_id
-            # Resolved by hand (or gone): nothing will unlink it, so forget it here.
-            self.tables.forget_open(str(item["item_key"]))
-        return None
+    def _join_candidate(self, scope: Scope, began: datetime) -> str | None:
+        """The open incident of the same cause, whether a source or an emerging issue opened
+        it (`chalicelib.causes`)."""
+        found = causes.find_open_incident(self.tables.registry, self.store, scope, began)
+        return found.incident_id if found else None
 
     def _live_incident(self, state: IncidentState) -> Incident | None:
         if state.forewarn_incident_id is None:
@@ -1122,9 +1054,22 @@ class Applier:
         payload: dict[str, Any] = {"incident_id": incident.incident_id}
         if config.channels:
             payload["channels"] = list(config.channels)
+        variables: dict[str, str] = {}
         link = config.status_link or action.incident.shortlink
         if link and len(link) <= 500:
-            payload["variables"] = {"status_link": link}
+            variables["status_link"] = link
+        starts = action.incident.scheduled_for
+        if action.kind == "headsup" and starts is not None:
+            # The incident title gives the window in UTC for ops; these let the notice give
+            # it in each customer's own zone.
+            variables["window_start"] = iso(starts)
+            ends = action.incident.scheduled_until
+            # Broadcasts keep whole seconds and refuse an end that is not after the start;
+            # an upstream window that short or backwards keeps its start, which still warns.
+            if ends is not None and ends - starts >= timedelta(seconds=1):
+                variables["window_end"] = iso(ends)
+        if variables:
+            payload["variables"] = variables
         return payload
 
     def _broadcast(
@@ -1280,10 +1225,12 @@ class Applier:
         return False
 
     def _refreeze(self, incident_id: str) -> bool:
-        """Restore a lost `audience_frozen` flag. An incident write that read the incident
-        before the planner froze it and saved it after (`store.save_incident` writes the
-        whole item) clears the flag; once the initial's plan is done its snapshot is
-        complete, so setting the flag again is always right."""
+        """Restore a lost `audience_frozen` flag. `store.save_incident` used to write the
+        whole item, so an incident write that read the incident before the planner froze it
+        and saved it after cleared the flag. It now updates only the fields an update
+        changes, so this guards incidents whose flag was lost before that fix. Once the
+        initial's plan is done its snapshot is complete, so setting the flag again is
+        always right."""
         incident = self.store.get_incident(incident_id)
         if incident is None or incident.audience_frozen:
             return False

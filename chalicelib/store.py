@@ -318,12 +318,35 @@ class Store(Tables):
         return Incident.from_dict(item) if item else None
 
     def save_incident(self, incident: Incident, *, expected_updated_at: str) -> None:
+        """Write what an incident update may change: status, next update due, updated_at.
+
+        Only those fields, never the whole item: `audience_frozen` is set apart by the
+        planner (`freeze_audience`), and a writer that read the incident before the freeze
+        must not clear it. Title, services and regions are fixed when the incident opens.
+        The condition on `updated_at` still refuses a write based on a stale read, and an
+        incident that does not exist (no `updated_at`) is never created here.
+        """
+        values: dict[str, Any] = {
+            ":u": expected_updated_at,
+            ":status": incident.status.value,
+            ":updated_at": incident.updated_at,
+        }
+        expression = "SET #status = :status, updated_at = :updated_at"
+        if incident.next_update_due is None:
+            # Absent rather than null, as create_incident leaves it.
+            expression += " REMOVE next_update_due"
+        else:
+            expression += ", next_update_due = :next_update_due"
+            values[":next_update_due"] = incident.next_update_due
         if not self._write_if(
-            "put_item",
+            "update_item",
             TableName=self.names.incidents,
-            Item=to_dynamo(incident.to_dict()),
+            Key=to_dynamo({"incident_id": incident.incident_id}),
+            UpdateExpression=expression,
             ConditionExpression="updated_at = :u",
-            ExpressionAttributeValues=to_dynamo({":u": expected_updated_at}),
+            # `status` is a DynamoDB reserved word.
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=to_dynamo(values),
         ):
             raise Conflict("incident was changed concurrently; reload and retry")
 
@@ -471,9 +494,7 @@ class Store(Tables):
             response.get("LastEvaluatedKey"),
         )
 
-    def query_lane(
-        self, lane: str, *, start_key: dict[str, Any] | None, limit: int
-    ) -> Page[str]:
+    def query_lane(self, lane: str, *, start_key: dict[str, Any] | None, limit: int) -> Page[str]:
         """`<customer>#<tracking code>` of the outbound parcels on their way on `lane`, in
         order (GSI `by-lane` of the shipments table holds only those)."""
         request: dict[str, Any] = {

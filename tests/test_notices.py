@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib import notices
+from chalicelib import broadcasts, notices
 from chalicelib.domain import Channel, Customer, Incident, IncidentStatus, Phase, Subscription
 from chalicelib.errors import BadRequest
 from chalicelib.notices import (
@@ -22,12 +22,14 @@ from chalicelib.notices import (
     render_notice,
     sms_segments,
     template_dirs,
+    window_context,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 KINDS = ["outage_initial", "outage_update", "outage_resolved"]
 LOCALES = ["en", "fr", "es"]
 HOSTILE = "<script>alert(1)</script>"
+MAINTENANCE = "maintenance_headsup"
 
 
 @pytest.fixture
@@ -167,8 +169,9 @@ def test_each_phase_has_its_own_notice_kind(phase: Phase, kind: str) -> None:
 
 
 def test_available_kinds_lists_the_outage_kinds_but_not_layouts() -> None:
-    # Outside KINDS: kinds whose text names no service (tested with their own feature).
-    assert available_kinds() == sorted([*KINDS, "lane_disruption"])
+    # Outside KINDS: kinds whose text names no service (tested with their own feature), and
+    # the maintenance heads-up (tested below with its window).
+    assert available_kinds() == sorted([*KINDS, "lane_disruption", MAINTENANCE])
 
 
 def test_template_dirs_include_the_source_tree_templates() -> None:
@@ -273,6 +276,9 @@ def test_context_describes_the_customers_affected_subscription(
         "next_update": "15:00 CET",
         "opt_out_sms": "Reply STOP to opt out.",
         "unsubscribe_url": None,
+        "window_start": "",
+        "window_end": "",
+        "window": "",
     }
 
 
@@ -428,6 +434,257 @@ def test_missing_layout_is_a_bad_request(
     write(isolated_templates, "kind_a/default/social.txt.j2", '{% extends "_layouts/gone.j2" %}')
     with pytest.raises(BadRequest, match=r"template '_layouts/gone\.j2' not found"):
         render_notice("kind_a", Channel.SOCIAL, "en", context)
+
+
+# --- the maintenance heads-up and its window ------------------------------------------------
+
+# 01:00-03:00 UTC on Sunday 3 March 2024: 02:00-04:00 in Paris, 20:00-22:00 the evening before
+# in New York.
+WINDOW = {"window_start": "2024-03-03T01:00:00Z", "window_end": "2024-03-03T03:00:00Z"}
+# What a status source passes: its shortlink, and the window.
+HEADSUP_VARIABLES = {"status_link": "https://stspg.io/7x2kq9m", **WINDOW}
+
+
+def headsup_context(
+    customer: Customer, incident: Incident, locale: str, **variables: str
+) -> dict[str, object]:
+    return notice_context(
+        replace(customer, locale=locale),
+        incident,
+        {**HEADSUP_VARIABLES, **variables},
+        # The longest brand the tests use (the local stack's), so the SMS budget is honest.
+        brand="Forewarn Telecom",
+        unsubscribe_url="https://nw.example/unsubscribe?c=c-1&t=abc",
+    )
+
+
+@pytest.mark.parametrize(
+    ("locale", "start", "end", "window"),
+    [
+        ("en", "Sunday 3 March, 02:00 CET", "Sunday 3 March, 04:00 CET", "3 Mar 02:00-04:00 CET"),
+        ("fr", "dimanche 3 mars, 02:00 CET", "dimanche 3 mars, 04:00 CET", "03/03 02:00-04:00 CET"),
+        (
+            "es",
+            "domingo 3 de marzo, 02:00 CET",
+            "domingo 3 de marzo, 04:00 CET",
+            "03/03 02:00-04:00 CET",
+        ),
+    ],
+)
+def test_the_window_is_shown_in_the_customers_zone_and_language(
+    customer: Customer, locale: str, start: str, end: str, window: str
+) -> None:
+    shown = window_context(**WINDOW, time_zone=customer.time_zone, locale=locale)
+    assert shown == {"window_start": start, "window_end": end, "window": window}
+
+
+def test_a_window_across_midnight_and_a_clock_change_names_both_days_and_zones() -> None:
+    # New York leaves daylight time at 02:00 on Sunday 3 November 2024.
+    shown = window_context(
+        "2024-11-03T03:30:00Z", "2024-11-03T08:00:00Z", time_zone="America/New_York", locale="en"
+    )
+    assert shown == {
+        "window_start": "Saturday 2 November, 23:30 EDT",
+        "window_end": "Sunday 3 November, 03:00 EST",
+        "window": "2 Nov 23:30 EDT - 3 Nov 03:00 EST",
+    }
+
+
+def test_a_window_falls_back_to_utc_for_an_unknown_zone_and_says_so() -> None:
+    shown = window_context(**WINDOW, time_zone="Mars/Olympus_Mons", locale="fr-CA")
+    assert shown["window_start"] == "dimanche 3 mars, 01:00 UTC"
+    assert shown["window"] == "03/03 01:00-03:00 UTC"
+
+
+def test_a_zone_without_an_abbreviation_is_labelled_as_an_offset_from_utc() -> None:
+    shown = window_context(**WINDOW, time_zone="America/Sao_Paulo", locale="es-419")
+    assert shown["window"] == "02/03 22:00 - 03/03 00:00 UTC-03"
+
+
+def test_without_a_start_there_is_no_window_and_a_bad_end_is_left_out() -> None:
+    empty = {"window_start": "", "window_end": "", "window": ""}
+    assert window_context(None, None, time_zone="UTC", locale="en") == empty
+    assert window_context("not a time", "2024-03-03T03:00:00Z", time_zone="UTC", locale="en") == (
+        empty
+    )
+    backwards = window_context(
+        "2024-03-03T03:00:00Z", "2024-03-03T01:00:00Z", time_zone="UTC", locale="en"
+    )
+    assert backwards == {
+        "window_start": "Sunday 3 March, 03:00 UTC",
+        "window_end": "",
+        "window": "3 Mar 03:00 UTC",
+    }
+
+
+def test_a_locale_without_date_names_gets_english_like_its_default_template() -> None:
+    assert window_context(**WINDOW, time_zone="UTC", locale="de-AT")["window"] == (
+        "3 Mar 01:00-03:00 UTC"
+    )
+
+
+@pytest.mark.parametrize(
+    ("locale", "time_zone", "sms", "email_lines"),
+    [
+        (
+            "en",
+            "America/New_York",
+            "Forewarn Telecom: planned broadband maintenance in Lyon, 2 Mar 20:00-22:00 EST. "
+            "Brief outages possible. https://stspg.io/7x2kq9m Reply STOP to opt out.",
+            ["Starts: Saturday 2 March, 20:00 EST", "Ends: Saturday 2 March, 22:00 EST"],
+        ),
+        (
+            "fr-CA",
+            "America/Toronto",
+            "Forewarn Telecom: maintenance broadband (Lyon) prévue 02/03 20:00-22:00 EST, "
+            "coupures possibles. https://stspg.io/7x2kq9m Répondez STOP pour vous désabonner.",
+            ["Début : samedi 2 mars, 20:00 EST", "Fin : samedi 2 mars, 22:00 EST"],
+        ),
+        (
+            "es",
+            "Europe/Madrid",
+            "Forewarn Telecom: mantenimiento de broadband (Lyon) previsto 03/03 02:00-04:00 CET. "
+            "Puede haber cortes. https://stspg.io/7x2kq9m Responde STOP para la baja.",
+            ["Inicio: domingo 3 de marzo, 02:00 CET", "Fin: domingo 3 de marzo, 04:00 CET"],
+        ),
+    ],
+)
+def test_the_heads_up_tells_each_customer_when_in_their_own_zone_and_language(
+    customer: Customer,
+    incident: Incident,
+    locale: str,
+    time_zone: str,
+    sms: str,
+    email_lines: list[str],
+) -> None:
+    context = headsup_context(replace(customer, time_zone=time_zone), incident, locale)
+    assert render_notice(MAINTENANCE, Channel.SMS, locale, context).text == sms
+    email = render_notice(MAINTENANCE, Channel.EMAIL, locale, context)
+    assert email.html is not None
+    for line in email_lines:
+        assert line in email.text.splitlines()
+        label, value = line.split(":", 1)
+        assert f"<strong>{label}:</strong>{value}" in email.html
+    assert email.subject is not None
+    assert email.subject.endswith(f", {context['window']}")
+    social = render_notice(MAINTENANCE, Channel.SOCIAL, locale, context).text
+    assert str(context["window"]) in social
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+@pytest.mark.parametrize("channel", list(Channel))
+@pytest.mark.parametrize("window", [WINDOW, {"window_start": "", "window_end": ""}])
+@pytest.mark.parametrize("workaround", ["", "Use mobile data until then."])
+def test_every_heads_up_channel_and_locale_renders_with_or_without_a_window(
+    customer: Customer,
+    incident: Incident,
+    locale: str,
+    channel: Channel,
+    window: dict[str, str],
+    workaround: str,
+) -> None:
+    context = headsup_context(customer, incident, locale, workaround=workaround, **window)
+    rendered = render_notice(MAINTENANCE, channel, locale, context)
+    assert rendered.text == rendered.text.strip()
+    assert "{{" not in rendered.text
+    assert "broadband" in rendered.text
+    # The customer hears about maintenance, never that the service is down now.
+    for outage in ("is down", "disrupted", "incidencia", "perturbé"):
+        assert outage not in rendered.text
+    if window["window_start"]:
+        assert str(context["window"]) in (rendered.subject or rendered.text)
+    if workaround and channel is not Channel.SMS:
+        assert workaround in rendered.text
+    if channel is Channel.EMAIL:
+        assert rendered.subject
+        assert rendered.html is not None
+        assert rendered.html.startswith("<!DOCTYPE html>")
+        assert "https://nw.example/unsubscribe?c=c-1&amp;t=abc" in rendered.html
+        assert "https://nw.example/unsubscribe?c=c-1&t=abc" in rendered.text
+        if window["window_start"]:
+            assert str(context["window_start"]) in rendered.text
+            assert str(context["window_end"]) in rendered.text
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_the_heads_up_sms_fits_one_gsm7_message_with_typical_values(
+    customer: Customer, incident: Incident, locale: str
+) -> None:
+    rendered = render_notice(
+        MAINTENANCE, Channel.SMS, locale, headsup_context(customer, incident, locale)
+    )
+    assert sms_segments(rendered.text) == SmsSegments("GSM-7", len(rendered.text), 1)
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+@pytest.mark.parametrize("month", range(1, 13))
+def test_the_heads_up_sms_stays_gsm7_whatever_the_date(
+    customer: Customer, incident: Incident, locale: str, month: int
+) -> None:
+    # Every month and weekday name, a window across midnight, and one across a clock change
+    # (the worst case for length): never UCS-2, never more than two parts.
+    windows = [
+        (f"2024-{month:02d}-{day:02d}T21:30:00Z", f"2024-{month:02d}-{day + 1:02d}T02:00:00Z")
+        for day in range(1, 8)
+    ]
+    windows.append(("2024-10-27T00:30:00Z", "2024-10-27T03:00:00Z"))
+    for start, end in windows:
+        context = headsup_context(customer, incident, locale, window_start=start, window_end=end)
+        text = render_notice(MAINTENANCE, Channel.SMS, locale, context).text
+        segments = sms_segments(text)
+        assert segments.encoding == "GSM-7", text
+        assert segments.segments <= 2, text
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_heads_up_social_posts_fit_and_carry_no_personal_data(
+    customer: Customer, incident: Incident, locale: str
+) -> None:
+    context = headsup_context(
+        customer,
+        incident,
+        locale,
+        workaround="Use mobile data or a Northwind Wi-Fi hotspot until then.",
+        window_start="2024-10-26T21:30:00Z",
+        window_end="2024-10-27T03:00:00Z",
+    )
+    text = render_notice(MAINTENANCE, Channel.SOCIAL, locale, context).text
+    assert len(text) <= 280
+    for personal in ("Dupont", customer.phone, customer.email, customer.x_handle, "unsubscribe"):
+        assert personal
+        assert personal not in text
+
+
+def test_window_variables_are_normalised_to_utc() -> None:
+    checked = broadcasts._variables(
+        {"window_start": "2024-03-03T02:00:00+01:00", "window_end": " 2024-03-03T03:00:00.000Z "}
+    )
+    assert checked == {"window_start": "2024-03-03T01:00:00Z", "window_end": "2024-03-03T03:00:00Z"}
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"window_start": "Sunday 2am"}, "variables.window_start must be an ISO 8601"),
+        ({"window_start": "2024-03-03T01:00:00"}, "window_start must include a time zone"),
+        (
+            {"window_start": "2024-03-03T01:00:00Z", "window_end": "tomorrow"},
+            "variables.window_end must be an ISO 8601",
+        ),
+        ({"window_end": "2024-03-03T01:00:00Z"}, "window_end needs variables.window_start"),
+        (
+            {"window_start": "2024-03-03T03:00:00Z", "window_end": "2024-03-03T03:00:00Z"},
+            "window_end must be after variables.window_start",
+        ),
+        (
+            {"window_start": "2024-03-03T03:00:00Z", "window_end": "2024-03-03T01:00:00Z"},
+            "window_end must be after variables.window_start",
+        ),
+    ],
+)
+def test_a_window_that_cannot_be_shown_is_refused(variables: dict[str, str], message: str) -> None:
+    with pytest.raises(BadRequest, match=message):
+        broadcasts._variables(variables)
 
 
 # --- custom wording ------------------------------------------------------------------------

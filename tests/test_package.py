@@ -62,6 +62,35 @@ def test_the_package_renders_notices_without_the_source_tree(package: Path, tmp_
     assert "mobile" in result.stdout
 
 
+def test_the_package_carries_the_maintenance_heads_up_and_shows_its_window_locally(
+    package: Path, tmp_path: Path
+) -> None:
+    # Status sources send a heads-up only when the kind is available in the package itself.
+    unpacked = tmp_path / "task"
+    zipfile.ZipFile(package / "deployment.zip").extractall(unpacked)
+    probe = (
+        "import sys; from chalicelib import notices; "
+        "from chalicelib.domain import Channel; "
+        "assert 'maintenance_headsup' in notices.available_kinds(), notices.available_kinds(); "
+        "window = notices.window_context('2024-03-03T01:00:00Z', '2024-03-03T03:00:00Z', "
+        "time_zone='America/New_York', locale='es'); "
+        "print(notices.render_notice('maintenance_headsup', Channel.SMS, 'es', "
+        "{'brand': 'B', 'first_name': 'Ana', 'name': 'Ana', 'title': 'T', 'status': 'identified', "
+        "'service': 'mobile', 'region': 'north', 'workaround': '', 'status_link': '', "
+        "'next_update': '', 'opt_out_sms': 'STOP', 'unsubscribe_url': None, **window}).text)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", probe],
+        cwd=unpacked,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(unpacked)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "mantenimiento de mobile (north) previsto 02/03 20:00-22:00 EST." in result.stdout
+
+
 def test_the_package_fits_lambda_limits(package: Path) -> None:
     archive = package / "deployment.zip"
     assert archive.stat().st_size < LAMBDA_ZIP_LIMIT

@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from conftest import Stack
 from factories import customer
 
-from chalicelib import aws, incidents, status_sources
+from chalicelib import aws, broadcasts, incidents, status_sources
 from chalicelib.domain import BroadcastStatus, IncidentStatus, Phase
 from chalicelib.errors import BadRequest, Conflict, NotFound, Unauthorized
 from chalicelib.runtime import services
@@ -435,8 +436,15 @@ def test_an_all_clear_waits_for_the_initial_audience_and_then_goes(
 
 
 def test_a_maintenance_heads_up_falls_due_by_the_lead_time_even_while_the_page_answers_304(
-    stack: Stack, page: StatuspageServer, clock: SimulatedClock
+    stack: Stack, run_queues: RunQueues, page: StatuspageServer, clock: SimulatedClock
 ) -> None:
+    seed(2)  # mobile in the north, in Berlin
+    services().store.upsert_customer(
+        replace(customer(2, locale="fr-CA"), time_zone="America/Toronto")
+    )
+    # Not on the mapped component's services and regions: told nothing.
+    services().store.upsert_customer(customer(8, services=(("mobile", "south", "80331"),)))
+    services().store.upsert_customer(customer(9, services=(("tv", "north", "10115"),)))
     page.add(
         [
             {
@@ -459,20 +467,84 @@ def test_a_maintenance_heads_up_falls_due_by_the_lead_time_even_while_the_page_a
     (headsup,) = report["actions"]
     assert headsup["kind"] == "headsup"
     assert headsup["display_at"] == "2024-03-01T12:00:00.000Z"
-    # No maintenance template ships yet: ops get the incident and write the notice themselves.
-    assert headsup["outcome"] == "needs_template:maintenance_headsup"
+    assert headsup["outcome"] == "sent"
     incident = services().store.get_incident(headsup["forewarn_incident_id"])
     assert incident is not None
     assert (
         incident.title
         == "Planned maintenance: Core network upgrade (2024-03-01 13:00 to 14:00 UTC)"
     )
+    (broadcast,) = source_broadcasts("carrier", "mnt1")
+    assert (broadcast.phase, broadcast.template) == (Phase.INITIAL, "maintenance_headsup")
+    assert broadcast.variables == {
+        "window_start": "2024-03-01T13:00:00Z",
+        "window_end": "2024-03-01T14:00:00Z",
+    }
+    # Sent ahead of the window, on the poller's clock.
+    assert broadcast.created_at < broadcast.variables["window_start"]
+    run_queues()
+    texts = {m["phone_number"]: m["message"] for m in stack.delivered()["sms"]}
+    assert len(stack.delivered()["sms"]) == 3
+    assert texts == {
+        "+14155550000": (
+            "Forewarn Telecom: planned mobile maintenance in north, 1 Mar 14:00-15:00 CET. "
+            "Brief outages possible. Reply STOP to opt out."
+        ),
+        "+14155550001": (
+            "Forewarn Telecom: planned mobile maintenance in north, 1 Mar 14:00-15:00 CET. "
+            "Brief outages possible. Reply STOP to opt out."
+        ),
+        "+14155550002": (
+            "Forewarn Telecom: maintenance mobile (north) prévue 01/03 08:00-09:00 EST, "
+            "coupures possibles. Répondez STOP pour vous désabonner."
+        ),
+    }
     assert tick(clock, 122)["actions"] == []
     closed = tick(clock, 241)["actions"]
     assert [a["kind"] for a in closed] == ["close"]
+    run_queues()
+    # Once: neither later polls nor the end of the window send anything more.
+    assert len(stack.delivered()["sms"]) == 3
+    assert len(source_broadcasts("carrier", "mnt1")) == 1
     resolved = services().store.get_incident(headsup["forewarn_incident_id"])
     assert resolved is not None
     assert resolved.status is IncidentStatus.RESOLVED
+
+
+def test_a_maintenance_heads_up_in_draft_mode_waits_for_ops_with_its_window(
+    stack: Stack, page: StatuspageServer, clock: SimulatedClock
+) -> None:
+    seed(1)
+    page.add(
+        [
+            {
+                "id": "mnt2",
+                "name": "Radio swap",
+                "status": "scheduled",
+                "impact": "maintenance",
+                "created_at": stamp(-10),
+                "scheduled_for": stamp(90),
+                # No end announced: the start alone still says when.
+                "shortlink": "https://stspg.io/mnt2",
+                "components": [{"id": "mobile-data", "name": "Mobile data"}],
+                "incident_updates": [],
+            }
+        ]
+    )
+    add_source(url=page.url, policy={"mode": "draft"})
+    tick(clock, 0)
+    (headsup,) = tick(clock, 31)["actions"]
+    assert (headsup["kind"], headsup["outcome"]) == ("headsup", "draft")
+    (broadcast,) = source_broadcasts("carrier", "mnt2")
+    assert broadcast.variables == {
+        "status_link": "https://stspg.io/mnt2",
+        "window_start": "2024-03-01T11:30:00Z",
+    }
+    preview = broadcasts.preview(services(), broadcast.broadcast_id)
+    sms = preview["rendered"]["sms"]
+    assert "1 Mar 12:30 CET." in sms["text"]
+    assert sms["segments"]["segments"] == 1
+    assert stack.delivered()["sms"] == []
 
 
 # -- crashes ---------------------------------------------------------------------------------

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
 from conftest import Stack
 from factories import customer
 
-from chalicelib.domain import Channel
+from chalicelib import aws, incidents
+from chalicelib.domain import Channel, Incident, IncidentStatus
+from chalicelib.errors import Conflict
 from chalicelib.runtime import services
-from chalicelib.store import ClaimState
+from chalicelib.store import ClaimState, from_dynamo
 
 
 def subscription_rows(service: str) -> list[str]:
@@ -87,3 +93,101 @@ def test_bulk_loaded_customers_are_the_same_as_upserted_ones(stack: Stack) -> No
     assert len(subscription_rows("mobile")) == 30
     assert store.upsert_customer(customer(7)) == "unchanged"
     assert store.upsert_customer(customer(7, name="Kim Moved")) == "updated"
+
+
+# -- incidents -------------------------------------------------------------------------------
+
+OPENED = datetime(2026, 11, 23, 13, tzinfo=UTC)
+
+
+def open_incident() -> Incident:
+    return incidents.create_incident(
+        services().store,
+        {
+            "title": "Mobile data down",
+            "services": ["mobile"],
+            "regions": ["north"],
+            "next_update_due": "2026-11-23T14:00:00Z",
+        },
+        OPENED,
+    )
+
+
+def raw_incident(incident_id: str) -> dict[str, object]:
+    response = aws.client("dynamodb").get_item(
+        TableName=services().settings.names.incidents,
+        Key={"incident_id": {"S": incident_id}},
+        ConsistentRead=True,
+    )
+    return from_dynamo(response["Item"])
+
+
+def test_an_incident_saved_from_a_read_before_the_freeze_keeps_its_audience_frozen(
+    stack: Stack,
+) -> None:
+    store = services().store
+    opened = open_incident()
+    # An ops PATCH (or a status source) reads the incident...
+    stale = store.get_incident(opened.incident_id)
+    assert stale is not None
+    assert not stale.audience_frozen
+    # ...the planner finishes the initial broadcast's audience and freezes it...
+    store.freeze_audience(opened.incident_id)
+    # ...and the writer saves what it read, changed: the freeze must survive.
+    later = replace(
+        stale,
+        status=IncidentStatus.IDENTIFIED,
+        updated_at="2026-11-23T13:30:00Z",
+        next_update_due="2026-11-23T15:00:00Z",
+    )
+    store.save_incident(later, expected_updated_at=stale.updated_at)
+    saved = store.get_incident(opened.incident_id)
+    assert saved is not None
+    assert saved.audience_frozen
+    assert replace(saved, audience_frozen=False) == later
+
+
+def test_an_incident_update_through_the_api_path_keeps_the_freeze_and_clears_the_due_time(
+    stack: Stack,
+) -> None:
+    store = services().store
+    opened = open_incident()
+    store.freeze_audience(opened.incident_id)
+    updated = incidents.update_incident(
+        store,
+        opened.incident_id,
+        {"status": "monitoring", "next_update_due": None},
+        datetime(2026, 11, 23, 13, 45, tzinfo=UTC),
+    )
+    assert updated.next_update_due is None
+    raw = raw_incident(opened.incident_id)
+    assert raw["audience_frozen"] is True
+    assert raw["status"] == "monitoring"
+    # Absent, as for an incident opened without one, rather than stored as null.
+    assert "next_update_due" not in raw
+    assert (raw["title"], raw["services"], raw["regions"]) == (
+        "Mobile data down",
+        ["mobile"],
+        ["north"],
+    )
+
+
+def test_saving_from_a_stale_read_is_still_a_conflict(stack: Stack) -> None:
+    store = services().store
+    opened = open_incident()
+    first = replace(opened, status=IncidentStatus.IDENTIFIED, updated_at="2026-11-23T13:10:00Z")
+    store.save_incident(first, expected_updated_at=opened.updated_at)
+    second = replace(opened, status=IncidentStatus.MONITORING, updated_at="2026-11-23T13:20:00Z")
+    with pytest.raises(Conflict):
+        store.save_incident(second, expected_updated_at=opened.updated_at)
+    saved = store.get_incident(opened.incident_id)
+    assert saved is not None
+    assert saved.status is IncidentStatus.IDENTIFIED
+
+
+def test_saving_an_incident_that_does_not_exist_creates_nothing(stack: Stack) -> None:
+    store = services().store
+    ghost = replace(open_incident(), incident_id="inc_ghost")
+    with pytest.raises(Conflict):
+        store.save_incident(ghost, expected_updated_at=ghost.updated_at)
+    assert store.get_incident("inc_ghost") is None
