@@ -8,7 +8,7 @@ Items in the `sources` table (partition `source_id`, sort `item_key`):
 | `<source>` | `config` | the source's configuration and a version |
 | `<source>` | `incident#<upstream id>` | what was done for one upstream incident (`acted`) |
 | `~sources` | `<source>` | poll bookkeeping: validators, next poll, last error, lease |
-| `~open` | `<forewarn incident>` | open incidents opened by sources, for joining |
+| `~open` | `<forewarn incident>` | open incidents new causes join (`chalicelib.causes`) |
 | `~ledger` | `<forewarn incident>` | every broadcast created for it by a source, and the claim |
 | `~unsent` | `<forewarn incident>#<seq>` | approved broadcasts waiting for the initial's audience |
 
@@ -83,7 +83,7 @@ log = logging.getLogger(__name__)
 
 SOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 KINDS = ("statuspage", "feed", "webhook")
-INDEX, OPEN, LEDGER, UNSENT = "~sources", "~open", "~ledger", "~unsent"
+INDEX, LEDGER, UNSENT = "~sources", "~ledger", "~unsent"
 CONFIG_FIELDS = {
     "kind",
     "name",
