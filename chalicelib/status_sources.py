@@ -507,22 +507,7 @@ class SourceTables(Tables):
     # -- per-incident state ---------------------------------------------------------------
 
     def _batch_get(self, keys: list[dict[str, str]], *, consistent: bool = False) -> list[Item]:
-        found: list[Item] = []
-        for start in range(0, len(keys), 100):
-            pending: dict[str, Any] = {
-                self.table: {
-                    "Keys": [to_dynamo(k) for k in keys[start : start + 100]],
-                    "ConsistentRead": consistent,
-                }
-            }
-            for attempt in range(8):
-                response = self.db.batch_get_item(RequestItems=pending)
-                found += [from_dynamo(i) for i in response.get("Responses", {}).get(self.table, [])]
-                pending = response.get("UnprocessedKeys") or {}
-                if not pending:
-                    break
-                time.sleep(min(2.0, 0.05 * 2**attempt))
-        return found
+        return self._get_many(self.table, keys, consistent=consistent)
 
     def states(self, source_id: str, incident_ids: Iterable[str]) -> dict[str, StoredState]:
         keys = [{"source_id": source_id, "item_key": f"incident#{i}"} for i in incident_ids]

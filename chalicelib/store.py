@@ -200,6 +200,15 @@ class Tables:
                 raise RuntimeError(f"DynamoDB left reads of {table} unprocessed")
         return found
 
+    def _query_page(
+        self, request: dict[str, Any], start_key: dict[str, Any] | None
+    ) -> tuple[list[Item], dict[str, Any] | None]:
+        """One page of a Query, resumed after `start_key`; the items and where to resume."""
+        if start_key:
+            request = {**request, "ExclusiveStartKey": start_key}
+        response = self.db.query(**request)
+        return [from_dynamo(i) for i in response.get("Items", [])], response.get("LastEvaluatedKey")
+
     def _query_all(self, **request: Any) -> Iterable[Item]:
         for page in self.db.get_paginator("query").paginate(**request):
             for item in page.get("Items", []):
@@ -480,37 +489,31 @@ class Store(Tables):
     def query_audience(
         self, incident_id: str, *, start_key: dict[str, Any] | None, limit: int
     ) -> Page[Customer]:
-        request: dict[str, Any] = {
-            "TableName": self.names.audiences,
-            "KeyConditionExpression": "incident_id = :i",
-            "ExpressionAttributeValues": to_dynamo({":i": incident_id}),
-            "Limit": limit,
-        }
-        if start_key:
-            request["ExclusiveStartKey"] = start_key
-        response = self.db.query(**request)
-        return Page(
-            [Customer.from_dict(from_dynamo(i)) for i in response.get("Items", [])],
-            response.get("LastEvaluatedKey"),
+        items, next_key = self._query_page(
+            {
+                "TableName": self.names.audiences,
+                "KeyConditionExpression": "incident_id = :i",
+                "ExpressionAttributeValues": to_dynamo({":i": incident_id}),
+                "Limit": limit,
+            },
+            start_key,
         )
+        return Page([Customer.from_dict(i) for i in items], next_key)
 
     def query_lane(self, lane: str, *, start_key: dict[str, Any] | None, limit: int) -> Page[str]:
         """`<customer>#<tracking code>` of the outbound parcels on their way on `lane`, in
         order (GSI `by-lane` of the shipments table holds only those)."""
-        request: dict[str, Any] = {
-            "TableName": self.names.shipments,
-            "IndexName": "by-lane",
-            "KeyConditionExpression": "lane_key = :l",
-            "ExpressionAttributeValues": to_dynamo({":l": lane}),
-            "Limit": limit,
-        }
-        if start_key:
-            request["ExclusiveStartKey"] = start_key
-        response = self.db.query(**request)
-        return Page(
-            [str(from_dynamo(i)["lane_sort"]) for i in response.get("Items", [])],
-            response.get("LastEvaluatedKey"),
+        items, next_key = self._query_page(
+            {
+                "TableName": self.names.shipments,
+                "IndexName": "by-lane",
+                "KeyConditionExpression": "lane_key = :l",
+                "ExpressionAttributeValues": to_dynamo({":l": lane}),
+                "Limit": limit,
+            },
+            start_key,
         )
+        return Page([str(i["lane_sort"]) for i in items], next_key)
 
     # -- delivery ledger ------------------------------------------------------------------
 
