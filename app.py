@@ -17,6 +17,7 @@ from chalice.app import (
 
 from chalicelib import (
     broadcasts,
+    console_pages,
     customer_import,
     customer_notices,
     deliveries,
@@ -24,12 +25,14 @@ from chalicelib import (
     http,
     incidents,
     shipment_api,
+    signin,
     topics,
 )
 from chalicelib.auth import OPS, SOCIAL, Principal
-from chalicelib.config import Names, scan_rate_minutes, stage
+from chalicelib.config import Names, scan_rate_minutes, settings, stage
+from chalicelib.console import Console, PageRequest, Result
 from chalicelib.queues import QueueMessage
-from chalicelib.runtime import services, signals
+from chalicelib.runtime import audit_log, services, signals
 from chalicelib.scans import scheduled_scan
 
 app = Chalice(app_name="forewarn")
@@ -41,7 +44,8 @@ def bearer(auth_request: AuthRequest) -> AuthResponse:
     return api.authorize(auth_request.token)
 
 
-api = http.Api(app, authorizer=bearer)
+api = http.Api(app, authorizer=bearer, audit=audit_log)
+console = Console(app, audit=audit_log)
 
 
 @app.route("/api/health")
@@ -280,3 +284,41 @@ def poll_status_sources(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import status_sources
 
     return status_sources.scheduled_poll(event.context)
+
+
+# -- console ----------------------------------------------------------------------------------
+
+
+@console.public_page("/console/sign-in", methods=("GET", "POST"))
+def sign_in() -> Response:
+    return console.sign_in(lambda user, password: signin.sign_in(user, password, settings()))
+
+
+@console.public_page("/console/sign-out", methods=("POST",))
+def sign_out() -> Response:
+    return console.sign_out()
+
+
+@console.public_page("/console/static/{name}")
+def console_static(name: str) -> Response:
+    return console.static(name)
+
+
+@console.page("/console", roles=(OPS, SOCIAL))
+def dashboard(page: PageRequest) -> Result:
+    return console_pages.dashboard(services(), signals())
+
+
+@console.page("/console/flags", roles=(SOCIAL, OPS))
+def flags_page(page: PageRequest) -> Result:
+    return console_pages.flags(services(), signals(), page)
+
+
+@console.page("/console/flags/{post_id}/{action}", methods=("POST",), roles=(SOCIAL, OPS))
+def decide_flag_page(page: PageRequest, post_id: str, action: str) -> Result:
+    return console_pages.decide_flag(services(), signals(), page, post_id, action)
+
+
+@console.page("/console/audit", roles=(OPS,))
+def audit_page(page: PageRequest) -> Result:
+    return console_pages.audit_log(audit_log())

@@ -61,6 +61,10 @@ class Names:
         return self.table("flags")
 
     @property
+    def audit(self) -> str:
+        return self.table("audit")
+
+    @property
     def sources(self) -> str:
         return self.table("sources")
 
@@ -97,6 +101,8 @@ class Settings:
     token_issuer: str
     cognito_issuer: str | None
     cognito_client_id: str | None
+    # Local stacks only: the console's users and their password hashes (see signin.py).
+    console_users_secret_id: str
     plan_page_size: int
     delivery_lease_seconds: int
     # Secrets Manager id of the X credentials (JSON: bearer_token, and for posting
@@ -145,6 +151,8 @@ def settings() -> Settings:
         token_issuer=env.get("TOKEN_ISSUER", "forewarn-local"),
         cognito_issuer=env.get("COGNITO_ISSUER"),
         cognito_client_id=env.get("COGNITO_CLIENT_ID"),
+        console_users_secret_id=env.get("CONSOLE_USERS_SECRET_ID")
+        or f"forewarn/{stage()}/console-users",
         plan_page_size=int(env.get("PLAN_PAGE_SIZE", "500")),
         delivery_lease_seconds=int(env.get("DELIVERY_LEASE_SECONDS", "60")),
         x_secret_id=env.get("X_SECRET_ID") or f"forewarn/{stage()}/x",

@@ -18,6 +18,7 @@ from typing import Any
 from chalice.app import AuthResponse, AuthRoute, Chalice, Request, Response
 
 from chalicelib import auth
+from chalicelib.audit import AuditLog, record_action
 from chalicelib.config import settings
 from chalicelib.errors import BadRequest, ForewarnError, Unauthorized
 
@@ -55,9 +56,10 @@ def json_response(body: object, status: int = 200) -> Response:
 
 
 class Api:
-    def __init__(self, app: Chalice, authorizer: Any) -> None:
+    def __init__(self, app: Chalice, authorizer: Any, audit: Callable[[], AuditLog]) -> None:
         self.app = app
         self.authorizer = authorizer
+        self.audit = audit
         self.roles: dict[str, dict[str, tuple[str, ...]]] = {}
         # Routes that callers outside (carriers, status pages) reach without a bearer token;
         # each authenticates the request itself, by a signature or a secret in the URL.
@@ -109,7 +111,7 @@ class Api:
                 try:
                     principal = self.principal()
                     principal.require(roles)
-                    return json_response(handler(principal, **params), status)
+                    return json_response(self._call(handler, path, principal, params), status)
                 except ForewarnError as exc:
                     return error_response(exc.status, exc.code, exc.message, exc.details)
                 except Exception as exc:
@@ -120,6 +122,22 @@ class Api:
             return handler
 
         return register
+
+    def _call(
+        self, handler: Handler, path: str, principal: auth.Principal, params: dict[str, Any]
+    ) -> Any:
+        """Run the handler; every change (any method but GET) is audited, refused or not."""
+        method = self.request.method
+        if method == "GET":
+            return handler(principal, **params)
+        action = f"{method} {path}"
+        try:
+            result = handler(principal, **params)
+        except ForewarnError as exc:
+            record_action(self.audit, principal, action, params, outcome=f"refused: {exc.code}")
+            raise
+        record_action(self.audit, principal, action, params, outcome="ok")
+        return result
 
     @property
     def request(self) -> Request:

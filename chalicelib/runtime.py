@@ -6,6 +6,7 @@ import sys
 from functools import cache
 
 from chalicelib import aws, queues, secrets, x
+from chalicelib.audit import AuditLog
 from chalicelib.broadcasts import Services
 from chalicelib.config import settings
 from chalicelib.signals_store import SignalTables
@@ -22,10 +23,16 @@ def signals() -> SignalTables:
     return SignalTables(settings().names)
 
 
+@cache
+def audit_log() -> AuditLog:
+    return AuditLog(settings().names)
+
+
 def reset() -> None:
     """Forget cached settings and clients (tests and the local stack change the environment)."""
     services.cache_clear()
     signals.cache_clear()
+    audit_log.cache_clear()
     x.reset()
     secrets.reset()
     if "chalicelib.status_sources" in sys.modules:

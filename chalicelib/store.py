@@ -26,11 +26,16 @@ from chalicelib.domain import (
     ChannelCounts,
     Customer,
     Incident,
+    IncidentStatus,
     Phase,
 )
 from chalicelib.errors import Conflict
 
 Item = dict[str, Any]
+
+# Present on an incident item while it is unresolved: the key of the sparse `open-incidents`
+# index, so listing open incidents reads only those.
+OPEN_MARK = "lifecycle"
 
 _serializer: Any = None
 _deserializer: Any = None
@@ -316,11 +321,29 @@ class Store(Tables):
     # -- incidents ------------------------------------------------------------------------
 
     def create_incident(self, incident: Incident) -> None:
+        item = incident.to_dict()
+        if incident.status is not IncidentStatus.RESOLVED:
+            item[OPEN_MARK] = "open"
         self.db.put_item(
             TableName=self.names.incidents,
-            Item=to_dynamo(incident.to_dict()),
+            Item=to_dynamo(item),
             ConditionExpression="attribute_not_exists(incident_id)",
         )
+
+    def open_incidents(self, limit: int = 100) -> list[Incident]:
+        """Unresolved incidents, newest first (a sparse index: resolving drops the mark)."""
+        items, _ = self._query_page(
+            {
+                "TableName": self.names.incidents,
+                "IndexName": "open-incidents",
+                "KeyConditionExpression": f"{OPEN_MARK} = :o",
+                "ExpressionAttributeValues": to_dynamo({":o": "open"}),
+                "ScanIndexForward": False,
+                "Limit": limit,
+            },
+            None,
+        )
+        return [Incident.from_dict(item) for item in items]
 
     def get_incident(self, incident_id: str) -> Incident | None:
         item = self._get(self.names.incidents, {"incident_id": incident_id})
@@ -340,13 +363,17 @@ class Store(Tables):
             ":status": incident.status.value,
             ":updated_at": incident.updated_at,
         }
-        expression = "SET #status = :status, updated_at = :updated_at"
+        sets = ["#status = :status", "updated_at = :updated_at"]
+        removes = []
         if incident.next_update_due is None:
             # Absent rather than null, as create_incident leaves it.
-            expression += " REMOVE next_update_due"
+            removes.append("next_update_due")
         else:
-            expression += ", next_update_due = :next_update_due"
+            sets.append("next_update_due = :next_update_due")
             values[":next_update_due"] = incident.next_update_due
+        if incident.status is IncidentStatus.RESOLVED:
+            removes.append(OPEN_MARK)
+        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
         if not self._write_if(
             "update_item",
             TableName=self.names.incidents,

@@ -127,7 +127,7 @@ def run(
     state = {"api_url": stack.api_url, "tokens": tokens, "webhook_secrets": stack.webhook_secrets}
     state_file.write_text(json.dumps(state, indent=2))
     os.chmod(state_file, 0o600)
-    _print_banner(stack.api_url, stack.aws_url, tokens, customers, state_file)
+    _print_banner(stack.api_url, stack.aws_url, tokens, stack.passwords, customers, state_file)
     stopping = threading.Event()
 
     def stop(signum: int, frame: object) -> None:
@@ -143,7 +143,12 @@ def run(
 
 
 def _print_banner(
-    api_url: str, aws_url: str, tokens: dict[str, str], customers: int, state_file: Path
+    api_url: str,
+    aws_url: str,
+    tokens: dict[str, str],
+    passwords: dict[str, str],
+    customers: int,
+    state_file: Path,
 ) -> None:
     click.secho(f"\nForewarn is running at {api_url}", fg="green", bold=True)
     click.echo(f"  local AWS API server: {aws_url}  (moto; resources from infra/forewarn.json)")
@@ -156,6 +161,9 @@ def _print_banner(
     click.echo("\nAuthenticate with a bearer token per role (valid 12 hours, this run only):")
     for role, token in tokens.items():
         click.echo(f"  {role:<7} Authorization: Bearer {token}")
+    click.echo(f"\nConsole: {api_url}/console  (sign in; passwords valid for this run only)")
+    for user, password in passwords.items():
+        click.echo(f"  {user:<11} password: {password}")
     click.echo(f"\nTry:  curl -H 'Authorization: Bearer <ops token>' {api_url}/api/whoami")
     click.echo(f"The forewarn CLI in another terminal picks the tokens up from {state_file}.")
     click.secho(

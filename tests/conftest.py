@@ -8,11 +8,12 @@ import os
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from forewarn_cli.local.stack import free_port
+from forewarn_cli.local.stack import LocalStack, free_port
 
 AWS_PORT = free_port()
 AWS_URL = f"http://127.0.0.1:{AWS_PORT}"
@@ -89,3 +90,71 @@ def run_queues(stack: Stack) -> Iterator[Any]:
 
     yield drain
     runner.stop()
+
+
+# -- the console in a browser ----------------------------------------------------------------
+# Debian's chromium driven by Playwright, against the stack `make run` starts (moto, the
+# Chalice local server, the queue workers), run in this process so that tests can put data in
+# its tables directly. Screenshots of every browser test are kept in test-artifacts/browser/.
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "browser"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def local_stack(aws_server: str) -> Iterator[LocalStack]:
+    from chalicelib import runtime
+
+    saved = dict(os.environ)
+    # moto keeps one state per process: start from an empty one, as `make run` does.
+    request = urllib.request.Request(f"{aws_server}/moto-api/reset", method="POST")
+    urllib.request.urlopen(request).close()
+    # The stage the app was imported with: its queue names were fixed at import.
+    stack = LocalStack(
+        external_aws_url=aws_server,
+        stage=os.environ["FOREWARN_STAGE"],
+        api_port=free_port(),
+        customers=5,
+        social=False,
+        schedules=False,
+    )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+        runtime.reset()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"no chromium at {CHROMIUM}: run `make test`, which installs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    context = browser.new_context()
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+
+    def refuse(dialog: Any) -> None:
+        # A dialog means page text ran as script, or the console asked something unplanned.
+        errors.append(f"dialog: {dialog.message}")
+        dialog.dismiss()
+
+    opened.on("dialog", refuse)
+    opened.errors = errors
+    yield opened
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    opened.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from chalicelib.posts import Post, Topic
 
@@ -91,3 +91,36 @@ class PostMaker:
 
     def viral(self, start: datetime, minutes: int, per_minute: int = 25) -> list[Post]:
         return self.burst(start, minutes, per_minute, VIRAL)
+
+
+HOSTILE_TEXTS = (
+    '@AcmeTel <script>window.__pwned = 1; alert("x")</script> no signal',
+    '@AcmeTel <img src=x onerror="window.__pwned = 1"> still down',
+)
+
+
+def flag_post(
+    post_id: str,
+    text: str,
+    *,
+    handle: str = "kim",
+    followers: int = 120,
+    label: str = "negative",
+    reason: str = "complaint",
+    issue_id: str | None = None,
+) -> None:
+    """A flagged post in the tables, as a scan leaves it."""
+    from chalicelib.emerging import ScoredPost
+    from chalicelib.runtime import signals
+    from chalicelib.sentiment import Sentiment
+
+    post = Post(
+        id=post_id,
+        topic=TOPIC.id,
+        text=text,
+        created_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC),
+        author_id=f"u-{handle}",
+        author_handle=handle,
+        author_followers=followers,
+    )
+    signals().flag(ScoredPost(post, Sentiment(label, -0.6, ("down",))), reason, issue_id)

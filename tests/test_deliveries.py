@@ -80,8 +80,12 @@ def test_throttled_sends_are_retried_and_delivered_once(
 
     faults("before-call.sns.Publish", throttle_first_two)
     broadcast_id = sms_broadcast(3)
-    run_queues(timeout=90)
-    assert counts(broadcast_id) == (BroadcastStatus.SENT, {"planned": 3, "sent": 3, "failed": 0})
+    runner = run_queues(timeout=90)
+    assert counts(broadcast_id) == (BroadcastStatus.SENT, {"planned": 3, "sent": 3, "failed": 0}), (
+        list(services().store.deliveries(broadcast_id)),
+        runner.stats,
+        seen,
+    )
     assert sorted(m["phone_number"] for m in stack.delivered()["sms"]) == sorted(seen)
 
 

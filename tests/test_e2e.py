@@ -44,7 +44,7 @@ pytestmark = pytest.mark.e2e
 FOREWARN = Path(sys.executable).parent / "forewarn"
 HOST = "127.0.0.1"
 START_TIMEOUT = 60
-STOP_TIMEOUT = 15
+STOP_TIMEOUT = 30
 CLI_TIMEOUT = 120
 BRAND = "Forewarn Telecom"
 
@@ -323,12 +323,17 @@ def stop_cleanly(service: Service) -> None:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         pytest.fail(f"`forewarn run` ignored SIGINT for {STOP_TIMEOUT} s\n{service.output()}")
-    assert code == 0, service.output()
+    assert code == 0, f"`forewarn run` exited with {code} on SIGINT\n{service.output()}"
     out = service.stdout_path.read_text()
     assert "Stopped. All local state is gone." in out, service.output()
     assert not service.state_file.exists(), "the state file with the tokens was left behind"
     assert not healthy(service.api_url)
-    assert "Traceback" not in service.stderr_path.read_text(errors="replace"), service.output()
+    err = service.stderr_path.read_text(errors="replace")
+    # The traceback itself, wherever it is in a long log: the tail alone may not hold it.
+    first = err.find("Traceback")
+    assert first < 0, (
+        f"`forewarn run` printed a traceback:\n{err[max(0, first - 2000) : first + 4000]}"
+    )
 
 
 @pytest.fixture(scope="module")

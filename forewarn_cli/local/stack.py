@@ -77,6 +77,8 @@ class LocalStack:
     x_server: Any = None
     feeder: Any = None
     webhook_secrets: dict[str, str] = field(default_factory=dict)
+    # The console's users (LOCAL_USERS) and their passwords, this run only.
+    passwords: dict[str, str] = field(default_factory=dict)
 
     @property
     def aws_url(self) -> str:
@@ -95,6 +97,7 @@ class LocalStack:
         if self.customers:
             self.seed(self.customers)
         self.set_webhook_secrets()
+        self.set_console_users()
         if self.social:
             self.start_social()
         if serve_http:
@@ -155,6 +158,25 @@ class LocalStack:
         aws.client("secretsmanager").put_secret_value(
             SecretId=settings().webhook_secret_id, SecretString=json.dumps(self.webhook_secrets)
         )
+
+    def set_console_users(self) -> None:
+        """Seed the console's users with fresh passwords; only their hashes are stored."""
+        from chalicelib import aws
+        from chalicelib import secrets as secret_cache
+        from chalicelib.config import settings
+        from chalicelib.signin import hash_password
+
+        self.passwords = {user: secrets.token_urlsafe(12) for user in LOCAL_USERS.values()}
+        users = {
+            user: {"role": role, "password": hash_password(self.passwords[user])}
+            for role, user in LOCAL_USERS.items()
+        }
+        client, secret_id = aws.client("secretsmanager"), settings().console_users_secret_id
+        try:
+            client.create_secret(Name=secret_id, SecretString=json.dumps(users))
+        except client.exceptions.ResourceExistsException:
+            client.put_secret_value(SecretId=secret_id, SecretString=json.dumps(users))
+        secret_cache.reset()
 
     def start_social(self) -> None:
         """Give the stage its X credentials and demo topic, and start the demo's feed."""
@@ -237,14 +259,16 @@ class LocalStack:
         }
 
     def stop(self) -> None:
+        # Producers and workers first: a scan or delivery still running must not find the
+        # X server or the AWS API server already gone (it would log connection failures).
         if self.feeder is not None:
             self.feeder.stop()
-        if self.x_server is not None:
-            self.x_server.stop()
         if self.runner is not None:
             self.runner.stop()
         if self._http is not None:
             self._http.server.shutdown()
             self._http.server.server_close()
+        if self.x_server is not None:
+            self.x_server.stop()
         if self._moto is not None:
             self._moto.stop()
