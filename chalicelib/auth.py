@@ -70,7 +70,8 @@ def verify(header: str | None, settings: Settings) -> Principal:
         role = next((r for r in _PRECEDENCE if r in groups), None)
     else:
         raise Unauthorized("authentication is not configured for this stage")
-    subject = claims.get("sub")
+    # A Cognito user's name rather than their opaque `sub`: audit rows must name a person.
+    subject = claims.get("cognito:username") or claims.get("username") or claims.get("sub")
     if role not in ROLES or not isinstance(subject, str):
         raise Unauthorized("token carries no Forewarn role")
     return Principal(subject=subject, role=str(role))
@@ -100,11 +101,10 @@ def _verify_cognito(token: str, settings: Settings) -> dict[str, Any]:
     issuer, client_id = settings.cognito_issuer, settings.cognito_client_id
     if not issuer or not client_id:
         raise Unauthorized("Cognito verification is not configured (COGNITO_ISSUER, client id)")
-    jwks = _jwks_clients.get(issuer)
+    jwks_url = settings.cognito_jwks_url or f"{issuer}/.well-known/jwks.json"
+    jwks = _jwks_clients.get(jwks_url)
     if jwks is None:
-        jwks = _jwks_clients[issuer] = jwt.PyJWKClient(
-            f"{issuer}/.well-known/jwks.json", cache_keys=True, lifespan=3600
-        )
+        jwks = _jwks_clients[jwks_url] = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=3600)
     try:
         key = jwks.get_signing_key_from_jwt(token)
         claims: dict[str, Any] = jwt.decode(

@@ -101,6 +101,8 @@ class Settings:
     token_issuer: str
     cognito_issuer: str | None
     cognito_client_id: str | None
+    # Where the pool's signing keys are; None means `<issuer>/.well-known/jwks.json`.
+    cognito_jwks_url: str | None
     # Local stacks only: the console's users and their password hashes (see signin.py).
     console_users_secret_id: str
     plan_page_size: int
@@ -151,6 +153,7 @@ def settings() -> Settings:
         token_issuer=env.get("TOKEN_ISSUER", "forewarn-local"),
         cognito_issuer=env.get("COGNITO_ISSUER"),
         cognito_client_id=env.get("COGNITO_CLIENT_ID"),
+        cognito_jwks_url=env.get("COGNITO_JWKS_URL") or None,
         console_users_secret_id=env.get("CONSOLE_USERS_SECRET_ID")
         or f"forewarn/{stage()}/console-users",
         plan_page_size=int(env.get("PLAN_PAGE_SIZE", "500")),

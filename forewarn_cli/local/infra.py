@@ -23,40 +23,88 @@ def load_template(path: Path | None = None) -> dict[str, Any]:
     return data
 
 
+# Each direct creator returns the physical id a later resource's `Ref` resolves to.
+Creator = Callable[[Callable[[str], Any], Mapping[str, Any], Mapping[str, str]], str | None]
+
+
 def _ses_identity(
     clients: Callable[[str], Any], props: Mapping[str, Any], params: Mapping[str, str]
-) -> None:
+) -> str | None:
     identity = _resolve(props["EmailIdentity"], params)
     clients("ses").verify_email_identity(EmailAddress=identity)
+    return identity
 
 
 def _secret(
     clients: Callable[[str], Any], props: Mapping[str, Any], params: Mapping[str, str]
-) -> None:
-    clients("secretsmanager").create_secret(
+) -> str | None:
+    response = clients("secretsmanager").create_secret(
         Name=_resolve(props["Name"], params),
         Description=props.get("Description", ""),
         SecretString=props.get("SecretString", "{}"),
     )
+    return str(response["ARN"])
 
 
 def _sns_subscription(
     clients: Callable[[str], Any], props: Mapping[str, Any], params: Mapping[str, str]
-) -> None:
+) -> str | None:
     endpoint = _resolve(props["Endpoint"], params)
-    if endpoint:  # the template's condition: no address, no subscription
-        clients("sns").subscribe(
-            TopicArn=_resolve(props["TopicArn"], params),
-            Protocol=_resolve(props["Protocol"], params),
-            Endpoint=endpoint,
-        )
+    if not endpoint:  # the template's condition: no address, no subscription
+        return None
+    response = clients("sns").subscribe(
+        TopicArn=_resolve(props["TopicArn"], params),
+        Protocol=_resolve(props["Protocol"], params),
+        Endpoint=endpoint,
+    )
+    return str(response["SubscriptionArn"])
+
+
+def _user_pool(
+    clients: Callable[[str], Any], props: Mapping[str, Any], params: Mapping[str, str]
+) -> str | None:
+    response = clients("cognito-idp").create_user_pool(
+        PoolName=_resolve(props["UserPoolName"], params),
+        Policies=props.get("Policies", {}),
+        AdminCreateUserConfig=props.get("AdminCreateUserConfig", {}),
+        UsernameConfiguration=props.get("UsernameConfiguration", {}),
+        MfaConfiguration=props.get("MfaConfiguration", "OFF"),
+    )
+    return str(response["UserPool"]["Id"])
+
+
+def _user_pool_client(
+    clients: Callable[[str], Any], props: Mapping[str, Any], params: Mapping[str, str]
+) -> str | None:
+    response = clients("cognito-idp").create_user_pool_client(
+        UserPoolId=_resolve(props["UserPoolId"], params),
+        ClientName=_resolve(props["ClientName"], params),
+        GenerateSecret=bool(props.get("GenerateSecret", False)),
+        ExplicitAuthFlows=props.get("ExplicitAuthFlows", []),
+        PreventUserExistenceErrors=props.get("PreventUserExistenceErrors", "ENABLED"),
+    )
+    return str(response["UserPoolClient"]["ClientId"])
+
+
+def _user_pool_group(
+    clients: Callable[[str], Any], props: Mapping[str, Any], params: Mapping[str, str]
+) -> str | None:
+    clients("cognito-idp").create_group(
+        GroupName=props["GroupName"],
+        UserPoolId=_resolve(props["UserPoolId"], params),
+        Description=props.get("Description", ""),
+    )
+    return str(props["GroupName"])
 
 
 # Resource types moto's CloudFormation skips, and how to create each one directly.
-_DIRECT: dict[str, Callable[[Callable[[str], Any], Mapping[str, Any], Mapping[str, str]], None]] = {
+_DIRECT: dict[str, Creator] = {
     "AWS::SES::EmailIdentity": _ses_identity,
     "AWS::SecretsManager::Secret": _secret,
     "AWS::SNS::Subscription": _sns_subscription,
+    "AWS::Cognito::UserPool": _user_pool,
+    "AWS::Cognito::UserPoolClient": _user_pool_client,
+    "AWS::Cognito::UserPoolGroup": _user_pool_group,
 }
 
 
@@ -109,8 +157,13 @@ def deploy(
             "StackResources"
         ]
     }
+    # In template order, which puts what is referenced (a user pool) before its users.
     for logical, resource in direct.items():
-        _DIRECT[resource["Type"]](clients, resource.get("Properties", {}), {**physical, **params})
+        created = _DIRECT[resource["Type"]](
+            clients, resource.get("Properties", {}), {**physical, **params}
+        )
+        if created is not None:
+            physical[logical] = created
         log.info("created %s (%s) directly", logical, resource["Type"])
     return list(template["Resources"])
 
