@@ -115,6 +115,16 @@ def send_broadcast(principal: Principal, broadcast_id: str) -> dict[str, Any]:
     return broadcasts.send(services(), broadcast_id).to_dict()
 
 
+@api.route("/api/broadcasts/{broadcast_id}/dry-run", roles=(OPS,))
+def dry_run_broadcast(principal: Principal, broadcast_id: str) -> dict[str, Any]:
+    return broadcasts.dry_run(services(), broadcast_id)
+
+
+@api.route("/api/broadcasts/{broadcast_id}/halt", methods=("POST",), roles=(OPS,))
+def halt_broadcast(principal: Principal, broadcast_id: str) -> dict[str, Any]:
+    return broadcasts.halt(services(), broadcast_id, actor=principal.subject).to_dict()
+
+
 @app.on_sqs_message(queue=names.planner_queue, batch_size=1)
 def plan_broadcast(event: SQSEvent) -> None:
     for record in event:

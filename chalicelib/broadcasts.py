@@ -35,7 +35,7 @@ from chalicelib.domain import (
     parse_enum,
     utcnow,
 )
-from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.errors import BadRequest, Conflict, Forbidden, ForewarnError, NotFound
 from chalicelib.incidents import get_incident, parse_moment
 from chalicelib.store import Store
 
@@ -245,12 +245,28 @@ def preview(
 
 
 def approve(
-    services: Services, broadcast_id: str, *, actor: str, now: datetime | None = None
+    services: Services,
+    broadcast_id: str,
+    *,
+    actor: str,
+    now: datetime | None = None,
+    automated: bool = False,
 ) -> Broadcast:
+    """Approve a draft. Above `second_approval_threshold` recipients a person cannot
+    approve their own draft: one mistyped audience can text a million people. `automated`
+    is a status source's policy, which a person approved when they configured it."""
     store = services.store
     broadcast = get_broadcast(store, broadcast_id)
     if broadcast.status is not BroadcastStatus.DRAFT:
         raise Conflict(f"broadcast is {broadcast.status.value}; only a draft can be approved")
+    if not automated and actor == broadcast.created_by:
+        threshold = services.settings.second_approval_threshold
+        reach = count_audience(store, broadcast, services.settings.plan_page_size).total
+        if reach > threshold:
+            raise Forbidden(
+                f"this broadcast reaches {reach} customers (more than {threshold}): "
+                "someone other than its author must approve it"
+            )
     # A template that cannot render must fail here, not for every recipient later.
     incident = get_incident(store, broadcast.incident_id)
     sample = _placeholder_customer(incident)
@@ -265,6 +281,81 @@ def approve(
     ):
         raise Conflict("broadcast changed while approving; reload it")
     return get_broadcast(store, broadcast_id)
+
+
+def halt(
+    services: Services, broadcast_id: str, *, actor: str, now: datetime | None = None
+) -> Broadcast:
+    """The kill switch: an approved or sending broadcast stops for good. The planner stops
+    at its next step and delivery workers drop its jobs from their next batch on."""
+    store = services.store
+    for status in (BroadcastStatus.SENDING, BroadcastStatus.APPROVED):
+        if store.transition(
+            broadcast_id,
+            status,
+            BroadcastStatus.HALTED,
+            halted_by=actor,
+            halted_at=iso(now or utcnow()),
+        ):
+            log.warning("broadcast %s halted by %s", broadcast_id, actor)
+            return get_broadcast(store, broadcast_id)
+    broadcast = get_broadcast(store, broadcast_id)
+    raise Conflict(
+        f"broadcast is {broadcast.status.value}; only an approved or sending one can be stopped"
+    )
+
+
+def dry_run(services: Services, broadcast_id: str) -> dict[str, Any]:
+    """Everything a send would do except sending: the audience counted page by page as the
+    planner would, and each (channel, locale) notice rendered for a real recipient of it,
+    so that a template that fails for one language shows before anyone is texted."""
+    store, settings = services.store, services.settings
+    broadcast = get_broadcast(store, broadcast_id)
+    incident = get_incident(store, broadcast.incident_id)
+    count = audiences.AudienceCount()
+    samples: dict[tuple[Channel, str], Customer] = {}
+    recipients: Counter[tuple[Channel, str]] = Counter()
+    for page in audiences.iterate_pages(
+        store,
+        selector=_selector(broadcast),
+        incident_id=broadcast.incident_id,
+        size=settings.plan_page_size,
+    ):
+        count.add(page.customers, broadcast.channels)
+        for customer in page.customers:
+            channel = customer.primary_channel(broadcast.channels)
+            if channel is not None:
+                samples.setdefault((channel, customer.locale), customer)
+                recipients[(channel, customer.locale)] += 1
+    rendered: list[dict[str, Any]] = []
+    sms_segments = 0
+    for (channel, locale), sample in sorted(
+        samples.items(), key=lambda i: (i[0][0].value, i[0][1])
+    ):
+        entry: dict[str, Any] = {
+            "channel": channel.value,
+            "locale": locale,
+            "recipients": recipients[(channel, locale)],
+            "sample_customer_id": sample.customer_id,
+        }
+        try:
+            notice = render_for(settings, broadcast, incident, sample, channel)
+        except ForewarnError as exc:
+            entry["error"] = exc.message
+        else:
+            entry["text"] = notice.text
+            if channel is Channel.SMS:
+                segments = notices.sms_segments(notice.text)
+                entry["segments"] = segments.to_dict()
+                sms_segments += segments.segments * recipients[(channel, locale)]
+        rendered.append(entry)
+    return {
+        "broadcast": broadcast.to_dict(),
+        "recipients": count.to_dict(broadcast.channels),
+        "notices": rendered,
+        "errors": sum(1 for entry in rendered if "error" in entry),
+        "sms_segments": sms_segments,
+    }
 
 
 def send(services: Services, broadcast_id: str) -> Broadcast:

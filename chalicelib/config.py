@@ -106,6 +106,8 @@ class Settings:
     # Local stacks only: the console's users and their password hashes (see signin.py).
     console_users_secret_id: str
     plan_page_size: int
+    # A broadcast reaching more customers than this needs a second person to approve it.
+    second_approval_threshold: int
     delivery_lease_seconds: int
     # Secrets Manager id of the X credentials (JSON: bearer_token, and for posting
     # consumer_key, consumer_secret, access_token, access_token_secret).
@@ -157,6 +159,7 @@ def settings() -> Settings:
         console_users_secret_id=env.get("CONSOLE_USERS_SECRET_ID")
         or f"forewarn/{stage()}/console-users",
         plan_page_size=int(env.get("PLAN_PAGE_SIZE", "500")),
+        second_approval_threshold=int(env.get("SECOND_APPROVAL_THRESHOLD", "1000")),
         delivery_lease_seconds=int(env.get("DELIVERY_LEASE_SECONDS", "60")),
         x_secret_id=env.get("X_SECRET_ID") or f"forewarn/{stage()}/x",
         x_api_url=env.get("X_API_URL") or None,

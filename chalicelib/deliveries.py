@@ -19,7 +19,7 @@ from enum import StrEnum
 
 from chalicelib import channels, notices, queues
 from chalicelib.broadcasts import Services, finish_if_complete, render_for
-from chalicelib.domain import Broadcast, Channel, Customer, Incident
+from chalicelib.domain import Broadcast, BroadcastStatus, Channel, Customer, Incident
 from chalicelib.errors import ForewarnError
 from chalicelib.store import ClaimState
 
@@ -34,6 +34,7 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"
     RETRY = "retry"
     DROPPED = "dropped"
+    HALTED = "halted"
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,9 @@ def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
         log.warning("dropping a job for unknown broadcast %s", job.broadcast_id)
         return Outcome.DROPPED
     broadcast, incident = found
+    if broadcast.status is BroadcastStatus.HALTED:
+        # The kill switch: read once per batch, so a stop takes effect within a batch.
+        return Outcome.HALTED
     customer_id, channel = job.customer.customer_id, job.channel
     # Render before claiming, so the window between claim and send holds no slow work.
     notice: notices.RenderedNotice | None = None

@@ -35,6 +35,8 @@ class BroadcastStatus(StrEnum):
     APPROVED = "approved"
     SENDING = "sending"
     SENT = "sent"
+    # Stopped by a person (the kill switch): nothing more goes out, and it never resumes.
+    HALTED = "halted"
 
 
 # The channels a worker can deliver to one customer today; social posts to the public
@@ -281,6 +283,8 @@ class Broadcast:
     approved_by: str | None = None
     approved_at: str | None = None
     sent_at: str | None = None
+    halted_by: str | None = None
+    halted_at: str | None = None
     planning_done: bool = False
     plan_cursor: str = ""
     plan_touched: int = 0
@@ -305,6 +309,8 @@ class Broadcast:
             "approved_by": self.approved_by,
             "approved_at": self.approved_at,
             "sent_at": self.sent_at,
+            "halted_by": self.halted_by,
+            "halted_at": self.halted_at,
             "planning_done": self.planning_done,
             "unreachable": self.unreachable,
             "counts": {

@@ -1155,7 +1155,9 @@ class Applier:
             self._send_our_initial_draft(broadcast.incident_id, config)
         if broadcast.status is BroadcastStatus.DRAFT:
             with contextlib.suppress(Conflict):
-                broadcasts.approve(self.services, broadcast_id, actor=config.actor, now=self.now)
+                broadcasts.approve(
+                    self.services, broadcast_id, actor=config.actor, now=self.now, automated=True
+                )
             broadcast = broadcasts.get_broadcast(self.store, broadcast_id)
         if broadcast.status is not BroadcastStatus.APPROVED:
             return "sent" if broadcast.status is not BroadcastStatus.DRAFT else "draft"
@@ -1189,6 +1191,7 @@ class Applier:
                             broadcast.broadcast_id,
                             actor=config.actor,
                             now=self.now,
+                            automated=True,
                         )
                 self._try_send(broadcasts.get_broadcast(self.store, broadcast.broadcast_id))
 

@@ -688,6 +688,8 @@ def _broadcast_from(item: Item) -> Broadcast:
         approved_by=item.get("approved_by"),
         approved_at=item.get("approved_at"),
         sent_at=item.get("sent_at"),
+        halted_by=item.get("halted_by"),
+        halted_at=item.get("halted_at"),
         planning_done=bool(item.get("planning_done", False)),
         plan_cursor=str(item.get("plan_cursor", "")),
         plan_touched=int(item.get("plan_touched", 0)),

@@ -389,6 +389,19 @@ def send_broadcast(ctx: click.Context, broadcast_id: str, no_wait: bool, timeout
         sys.exit(1)
 
 
+@broadcast.command("halt")
+@click.argument("broadcast_id")
+@click.pass_context
+@api_command
+def halt_broadcast(ctx: click.Context, broadcast_id: str) -> None:
+    """The kill switch: stop an approved or sending broadcast for good."""
+    halted = _client(ctx).post(f"/api/broadcasts/{broadcast_id}/halt")
+    planned, settled = _totals(halted)
+    click.echo(
+        f"broadcast {broadcast_id} halted by {halted['halted_by']}: {settled} of {planned} settled"
+    )
+
+
 def _totals(state: dict[str, Any]) -> tuple[int, int]:
     counts = state["counts"].values()
     planned = sum(c["planned"] for c in counts)
@@ -406,7 +419,7 @@ def _watch(client: ApiClient, broadcast_id: str, timeout: int) -> dict[str, Any]
             bar.length = max(1, planned)
             bar.update(settled - shown)
             shown = settled
-            if state["status"] == "sent":
+            if state["status"] in ("sent", "halted"):
                 break
             time.sleep(0.5)
             state = client.get(f"/api/broadcasts/{broadcast_id}")

@@ -9,7 +9,7 @@ from factories import customer
 
 from chalicelib import broadcasts, incidents
 from chalicelib.domain import Broadcast, BroadcastStatus, Channel, Phase
-from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.errors import BadRequest, Conflict, Forbidden, NotFound
 from chalicelib.runtime import services
 
 
@@ -203,3 +203,94 @@ def test_sweep_restarts_a_stalled_plan_and_finishes_complete_broadcasts(
     assert broadcasts.get_broadcast(services().store, broadcast.broadcast_id).status is (
         BroadcastStatus.SENT
     )
+
+
+# -- second approval, dry run, kill switch ---------------------------------------------------
+
+
+@pytest.fixture
+def threshold_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib import runtime
+
+    monkeypatch.setenv("SECOND_APPROVAL_THRESHOLD", "2")
+    runtime.reset()
+
+
+def test_above_the_threshold_the_author_cannot_approve_their_own_broadcast(
+    stack: Stack, threshold_two: None
+) -> None:
+    seed(3)
+    broadcast = draft(open_incident())
+    with pytest.raises(Forbidden, match=r"reaches 3 customers .* someone other than its author"):
+        broadcasts.approve(services(), broadcast.broadcast_id, actor="olivia")
+    assert broadcasts.get_broadcast(services().store, broadcast.broadcast_id).status is (
+        BroadcastStatus.DRAFT
+    )
+    approved = broadcasts.approve(services(), broadcast.broadcast_id, actor="oscar")
+    assert (approved.status, approved.approved_by) == (BroadcastStatus.APPROVED, "oscar")
+
+
+def test_up_to_the_threshold_the_author_may_approve(stack: Stack, threshold_two: None) -> None:
+    seed(2)
+    broadcast = draft(open_incident())
+    assert broadcasts.approve(services(), broadcast.broadcast_id, actor="olivia").approved_by == (
+        "olivia"
+    )
+
+
+def test_a_status_source_policy_approves_its_own_draft_at_any_size(
+    stack: Stack, threshold_two: None
+) -> None:
+    seed(3)
+    broadcast = broadcasts.create_broadcast(
+        services(), {"incident_id": open_incident()}, actor="source:github"
+    )
+    approved = broadcasts.approve(
+        services(), broadcast.broadcast_id, actor="source:github", automated=True
+    )
+    assert approved.status is BroadcastStatus.APPROVED
+
+
+def test_a_dry_run_renders_every_channel_and_locale_and_sends_nothing(stack: Stack) -> None:
+    seed(4)
+    services().store.upsert_customer(customer(9, locale="fr-CA", channels=("sms",)))
+    broadcast = draft(open_incident(), variables={"workaround": "Use Wi-Fi calling"})
+    report = broadcasts.dry_run(services(), broadcast.broadcast_id)
+    assert report["recipients"] == {
+        "total": 5,
+        "unreachable": 0,
+        "by_channel": {"sms": 3, "email": 2},
+    }
+    combos = {(n["channel"], n["locale"]): n for n in report["notices"]}
+    assert set(combos) == {("sms", "en"), ("email", "en"), ("sms", "fr-CA")}
+    assert combos[("sms", "en")]["recipients"] == 2
+    assert "travaillons" in combos[("sms", "fr-CA")]["text"]
+    per_text = {k: v["segments"]["segments"] for k, v in combos.items() if k[0] == "sms"}
+    assert report["sms_segments"] == 2 * per_text[("sms", "en")] + per_text[("sms", "fr-CA")]
+    assert report["errors"] == 0
+    assert stack.delivered() == {"sms": [], "email": []}
+    assert broadcasts.get_broadcast(services().store, broadcast.broadcast_id).status is (
+        BroadcastStatus.DRAFT
+    )
+
+
+def test_the_kill_switch_stops_a_sending_broadcast_whose_jobs_are_queued(
+    stack: Stack, run_queues: Callable[..., Any]
+) -> None:
+    seed(4)
+    broadcast = draft(open_incident())
+    approve_and_send(broadcast)
+    # Planned: the delivery jobs wait on their queue, as when a worker is mid-way.
+    broadcasts.plan_step(services(), broadcast.broadcast_id)
+    assert broadcasts.get_broadcast(services().store, broadcast.broadcast_id).planning_done
+    halted = broadcasts.halt(services(), broadcast.broadcast_id, actor="oscar")
+    assert (halted.status, halted.halted_by) == (BroadcastStatus.HALTED, "oscar")
+    run_queues()
+    assert stack.delivered() == {"sms": [], "email": []}
+    final = broadcasts.get_broadcast(services().store, broadcast.broadcast_id)
+    assert final.status is BroadcastStatus.HALTED
+    assert sum(c.sent for c in final.counts.values()) == 0
+    with pytest.raises(Conflict, match="only an approved or sending one"):
+        broadcasts.halt(services(), broadcast.broadcast_id, actor="oscar")
+    with pytest.raises(Conflict):
+        broadcasts.send(services(), broadcast.broadcast_id)
