@@ -17,6 +17,7 @@ from chalice.app import (
 
 from chalicelib import (
     broadcasts,
+    console_broadcasts,
     console_pages,
     customer_import,
     customer_notices,
@@ -332,3 +333,33 @@ def decide_flag_page(page: PageRequest, post_id: str, action: str) -> Result:
 @console.page("/console/audit", roles=(OPS,))
 def audit_page(page: PageRequest) -> Result:
     return console_pages.audit_log(audit_log())
+
+
+@console.page("/console/broadcasts/new", roles=(OPS,))
+def compose_page(page: PageRequest) -> Result:
+    return console_broadcasts.composer(services(), page)
+
+
+@console.page("/console/broadcasts", methods=("POST",), roles=(OPS,))
+def create_broadcast_page(page: PageRequest) -> Result:
+    return console_broadcasts.create(services(), page)
+
+
+@console.page("/console/audience-count", roles=(OPS,))
+def audience_count_page(page: PageRequest) -> Result:
+    return console_broadcasts.audience_count(services(), page)
+
+
+@console.page("/console/broadcasts/{broadcast_id}", roles=(OPS,))
+def broadcast_page(page: PageRequest, broadcast_id: str) -> Result:
+    return console_broadcasts.review(services(), page, broadcast_id)
+
+
+@console.page("/console/broadcasts/{broadcast_id}/dry-run", roles=(OPS,))
+def dry_run_page(page: PageRequest, broadcast_id: str) -> Result:
+    return console_broadcasts.dry_run(services(), broadcast_id)
+
+
+@console.page("/console/broadcasts/{broadcast_id}/{action}", methods=("POST",), roles=(OPS,))
+def broadcast_action_page(page: PageRequest, broadcast_id: str, action: str) -> Result:
+    return console_broadcasts.act(services(), page, broadcast_id, action)

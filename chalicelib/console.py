@@ -17,12 +17,13 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from chalice.app import Chalice, Request, Response
 
@@ -43,6 +44,7 @@ SIGN_IN = "/console/sign-in"
 HOME = "/console"
 STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript"}
 
+_PATH_PARAM = re.compile(r"\{([^}]+)\}")
 HTML_HEADERS: dict[str, str | list[str]] = {
     "Content-Type": "text/html; charset=utf-8",
     "Cache-Control": "no-store",
@@ -80,7 +82,14 @@ class Redirect:
     query: Mapping[str, str] = field(default_factory=dict)
 
 
-Result = Page | Redirect
+@dataclass(frozen=True)
+class Json:
+    """Data for the console's own scripts (a live count), behind the same session."""
+
+    body: Any
+
+
+Result = Page | Redirect | Json
 PageHandler = Callable[..., Result]
 
 
@@ -96,9 +105,11 @@ def url(path: str, query: Mapping[str, str] | None = None) -> str:
 
 def local_path(value: str | None, default: str = HOME) -> str:
     """A console path to return to; anything else (another site, `//host`) is refused."""
-    if not value or not value.startswith("/console") or "//" in value or "\\" in value:
+    text = value or ""
+    path = text.partition("?")[0]
+    if not path.startswith("/console") or "//" in path or "\\" in text:
         return default
-    return value
+    return text
 
 
 def csrf_token(secret: str) -> str:
@@ -194,6 +205,13 @@ class Console:
             return None
         morsel = jar.get(name)
         return morsel.value if morsel and morsel.value else None
+
+    def path(self) -> str:
+        """The path asked for: Chalice's `request.path` is the route, `{name}`s and all."""
+        params = self.request.uri_params or {}
+        return _PATH_PARAM.sub(
+            lambda m: quote(str(params.get(m.group(1), "")), safe=""), self.request.path
+        )
 
     def query(self) -> dict[str, str]:
         params: Mapping[str, str] = self.request.query_params or {}
@@ -309,7 +327,7 @@ class Console:
             form = self.form()
             if not hmac.compare_digest(form.get(CSRF_FIELD, ""), csrf):
                 raise FormError("this form has expired; reload the page and try again")
-        page = PageRequest(principal, local_path(request.path), self.query(), form)
+        page = PageRequest(principal, local_path(self.path()), self.query(), form)
         if request.method != "POST":
             result = handler(page, **params)
         else:
@@ -322,10 +340,16 @@ class Console:
             record_action(self.audit, principal, action, params, outcome="ok")
         if isinstance(result, Redirect):
             return redirect(url(result.path, result.query))
+        if isinstance(result, Json):
+            from chalicelib.http import json_response
+
+            return json_response(result.body)
         return self.html(result.template, {**context, **result.context}, result.status)
 
     def _to_sign_in(self, request: Request) -> Response:
-        back = local_path(request.path) if request.method == "GET" else HOME
+        query = self.query()
+        here = f"{self.path()}?{urlencode(query)}" if query else self.path()
+        back = local_path(here) if request.method == "GET" else HOME
         response = redirect(url(SIGN_IN, {"next": back} if back != HOME else None))
         # A stale or forged session cookie goes; a missing one stays missing.
         if self.cookie(SESSION_COOKIE):
@@ -389,6 +413,7 @@ def _signin_cookie(nonce: str, max_age: int) -> str:
 _NAV = (
     ("Dashboard", HOME, (auth.OPS, auth.SOCIAL)),
     ("Flagged posts", "/console/flags", (auth.OPS, auth.SOCIAL)),
+    ("New broadcast", "/console/broadcasts/new", (auth.OPS,)),
     ("Audit log", "/console/audit", (auth.OPS,)),
 )
 

@@ -14,7 +14,7 @@ import time
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.domain import iso, utcnow
@@ -34,6 +34,9 @@ from chalicelib.sentiment import Sentiment
 from chalicelib.store import Item, Tables, from_dynamo, to_dynamo
 
 WATCH_KEY = "~watch"  # sorts after every ISO bucket key, so bucket range queries skip it
+# Keys of the flags table that are not posts start with "~" (X post ids are digits). Such an
+# item has no `state`, so the `by-state` index, and every list of flags, leaves it out.
+REPLIES_KEY = "~replies#"  # + author: the author's reply slots (see `take_reply_slot`)
 LANES_KEY = "~lanes"  # the partition listing carrier lanes with recent events
 POST_DAYS = 30
 BUCKET_DAYS = 35
@@ -74,6 +77,15 @@ def lane_seen(table: str, lane: str, now: datetime) -> dict[str, Any]:
         " expires_at = :e",
         "ExpressionAttributeValues": to_dynamo({":n": iso(now), ":e": _expires(BUCKET_DAYS)}),
     }
+
+
+@dataclass(frozen=True)
+class ReplySlot:
+    """One of an author's reply slots, taken by one reply attempt (`token`)."""
+
+    author: str
+    index: int
+    token: str
 
 
 @dataclass(frozen=True)
@@ -370,6 +382,104 @@ class SignalTables(Tables):
             raise NotFound(f"no flagged post {post_id}")
         return self.get_flag(post_id)
 
+    # -- replies to flagged posts ----------------------------------------------------------
+
+    def claim_reply(self, post_id: str, token: str, *, actor: str, now: datetime) -> bool:
+        """Mark a reply to the post as under way, once: False when the post has a reply
+        already or another attempt holds the claim (`get_flag` tells which)."""
+        if self._write_if(
+            "update_item",
+            TableName=self.names.flags,
+            Key=to_dynamo({"post_id": post_id}),
+            UpdateExpression="SET reply_claim = :t, reply_claimed_by = :by, reply_claimed_at = :at",
+            ConditionExpression="attribute_exists(post_id) AND attribute_not_exists(reply_id)"
+            " AND attribute_not_exists(reply_claim)",
+            ExpressionAttributeValues=to_dynamo({":t": token, ":by": actor, ":at": iso(now)}),
+        ):
+            return True
+        self.get_flag(post_id)  # NotFound when there is no such flag
+        return False
+
+    def release_reply(self, post_id: str, token: str) -> bool:
+        """Give up this attempt's claim (nothing was posted); False if it held none."""
+        return self._write_if(
+            "update_item",
+            TableName=self.names.flags,
+            Key=to_dynamo({"post_id": post_id}),
+            UpdateExpression="REMOVE reply_claim, reply_claimed_by, reply_claimed_at",
+            ConditionExpression="reply_claim = :t",
+            ExpressionAttributeValues=to_dynamo({":t": token}),
+        )
+
+    def record_reply(
+        self, post_id: str, token: str, *, reply_id: str, text: str, actor: str, now: datetime
+    ) -> Item:
+        """Store the reply this attempt posted and mark the flag handled, in one write
+        conditional on the attempt's claim."""
+        at = iso(now)
+        if not self._write_if(
+            "update_item",
+            TableName=self.names.flags,
+            Key=to_dynamo({"post_id": post_id}),
+            UpdateExpression="SET reply_id = :r, reply_text = :x, replied_by = :by,"
+            " replied_at = :at, #st = :s, decided_by = :by, decided_at = :at"
+            " REMOVE reply_claim, reply_claimed_by, reply_claimed_at",
+            ConditionExpression="reply_claim = :t",
+            ExpressionAttributeNames={"#st": "state"},
+            ExpressionAttributeValues=to_dynamo(
+                {":r": reply_id, ":x": text, ":by": actor, ":at": at, ":s": "handled", ":t": token}
+            ),
+        ):
+            raise Conflict(f"the reply claim on flagged post {post_id} was lost")
+        return self.get_flag(post_id)
+
+    def take_reply_slot(
+        self, author: str, *, limit: int, window: timedelta, now: datetime, token: str
+    ) -> ReplySlot | None:
+        """Take one of the author's `limit` reply slots, or None when all were taken within
+        `window` before `now`.
+
+        A sliding window: the author's item (`~replies#<author>`) has attributes
+        `slot_<i>` (epoch seconds the slot was taken) and `claim_<i>` (the attempt holding
+        it). A slot is free when absent or taken at least `window` ago, and each is taken by
+        a conditional write, so two writers never get the same one; as a slot is reused only
+        a whole window after its last use, no span of `window` holds more than `limit`
+        replies. `expires_at` lets DynamoDB's TTL drop the item once every slot is free.
+        """
+        moment = int(now.timestamp())
+        cutoff = moment - int(window.total_seconds())
+        key = to_dynamo({"post_id": REPLIES_KEY + author})
+        for index in range(limit):
+            if self._write_if(
+                "update_item",
+                TableName=self.names.flags,
+                Key=key,
+                UpdateExpression=f"SET slot_{index} = :n, claim_{index} = :t, expires_at = :e",
+                ConditionExpression=f"attribute_not_exists(slot_{index}) OR slot_{index} <= :c",
+                ExpressionAttributeValues=to_dynamo(
+                    {
+                        ":n": moment,
+                        ":t": token,
+                        ":c": cutoff,
+                        # A day past the window: TTL deletes late, and never matters early.
+                        ":e": moment + int(window.total_seconds()) + 86400,
+                    }
+                ),
+            ):
+                return ReplySlot(author, index, token)
+        return None
+
+    def give_back_reply_slot(self, slot: ReplySlot) -> bool:
+        """Free a slot whose reply was not posted; False if this attempt no longer holds it."""
+        return self._write_if(
+            "update_item",
+            TableName=self.names.flags,
+            Key=to_dynamo({"post_id": REPLIES_KEY + slot.author}),
+            UpdateExpression=f"REMOVE slot_{slot.index}, claim_{slot.index}",
+            ConditionExpression=f"claim_{slot.index} = :t",
+            ExpressionAttributeValues=to_dynamo({":t": slot.token}),
+        )
+
     def flags(self, query: FlagFilter) -> tuple[list[Item], str | None]:
         """Newest first, filtered; the cursor continues where this page ended."""
         request: dict[str, Any] = {
@@ -443,6 +553,9 @@ def _issue(item: Mapping[str, Any]) -> Issue:
     return Issue.from_dict(data)
 
 
+_REPLY_FIELDS = ("reply_id", "reply_text", "replied_by", "replied_at")
+
+
 def _flag(item: Mapping[str, Any]) -> Item:
     """A flag as the API shows it: the post (untrusted text), why and what became of it."""
     return {
@@ -454,4 +567,6 @@ def _flag(item: Mapping[str, Any]) -> Item:
         "flagged_at": item.get("flagged_at"),
         "decided_by": item.get("decided_by"),
         "decided_at": item.get("decided_at"),
+        # Only once replied to, so flags without a reply read as they always did.
+        **{key: item[key] for key in _REPLY_FIELDS if key in item},
     }

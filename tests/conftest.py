@@ -99,6 +99,7 @@ def run_queues(stack: Stack) -> Iterator[Any]:
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "browser"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+BROWSER_APPROVAL_THRESHOLD = 3
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +119,8 @@ def local_stack(aws_server: str) -> Iterator[LocalStack]:
         social=False,
         schedules=False,
     )
+    # Small enough that the browser tests meet the second-approval rule with a few customers.
+    os.environ["SECOND_APPROVAL_THRESHOLD"] = str(BROWSER_APPROVAL_THRESHOLD)
     try:
         stack.start()
         yield stack
@@ -145,15 +148,17 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     context = browser.new_context()
     opened = context.new_page()
     errors: list[str] = []
+    dialogs: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
 
-    def refuse(dialog: Any) -> None:
-        # A dialog means page text ran as script, or the console asked something unplanned.
-        errors.append(f"dialog: {dialog.message}")
-        dialog.dismiss()
+    def answer(dialog: Any) -> None:
+        # Recorded, then accepted: the console asks before it sends or stops a broadcast.
+        dialogs.append(dialog.message)
+        dialog.accept()
 
-    opened.on("dialog", refuse)
+    opened.on("dialog", answer)
     opened.errors = errors
+    opened.dialogs = dialogs
     yield opened
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     opened.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)

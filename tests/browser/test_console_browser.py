@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from listening_factories import HOSTILE_TEXTS, flag_post
+from playwright.sync_api import expect
 
 from forewarn_cli.local.stack import LOCAL_USERS, LocalStack
 
@@ -48,6 +49,7 @@ def test_hostile_post_text_shows_as_text_and_runs_nothing(
     assert page.locator("blockquote.post-text img, blockquote.post-text script").count() == 0
     assert page.evaluate("window.__pwned === undefined")
     assert page.errors == []
+    assert page.dialogs == []
 
 
 def test_a_user_of_the_wrong_role_is_refused(local_stack: LocalStack, page: Any) -> None:
@@ -94,3 +96,101 @@ def test_signing_out_ends_the_session(local_stack: LocalStack, page: Any) -> Non
     page.wait_for_url(re.compile(r"/console/sign-in"))
     page.goto(f"{local_stack.api_url}/console")
     assert "/console/sign-in" in page.url
+
+
+# -- ops: compose, preview, second approval, send, watch, stop ---------------------------------
+
+
+def harbour_incident(customers: int) -> str:
+    """An incident whose audience is exactly `customers` customers seeded here."""
+    from factories import customer
+
+    from chalicelib import incidents
+    from chalicelib.runtime import services
+
+    store = services().store
+    for index in range(customers):
+        store.upsert_customer(
+            customer(500 + index, services=(("fibre", "harbour", "10115"),), channels=("sms",))
+        )
+    payload = {"title": "Fibre cut at the harbour", "services": ["fibre"], "regions": ["harbour"]}
+    return incidents.create_incident(store, payload).incident_id
+
+
+def delivered_sms(stack: LocalStack) -> list[dict[str, Any]]:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{stack.aws_url}/moto-api/data.json") as response:
+        return list(json.loads(response.read())["sns"]["SMS"])
+
+
+def sign_out(page: Any) -> None:
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/console/sign-in"))
+
+
+def test_ops_composes_previews_gets_a_second_approval_sends_and_watches_it_finish(
+    local_stack: LocalStack, page: Any
+) -> None:
+    incident_id = harbour_incident(4)  # more than the threshold of 3
+    already = len(delivered_sms(local_stack))
+    sign_in(page, local_stack, "ops", f"/console/broadcasts/new?incident_id={incident_id}")
+    count = page.locator("#recipient-count")
+    expect(count).to_have_text("4 customers")
+    page.get_by_label("Regions").fill("nowhere")
+    expect(count).to_have_text("0 customers")
+    page.get_by_label("Regions").fill("harbour")
+    expect(count).to_have_text("4 customers")
+    page.get_by_label("Workaround").fill("Use mobile data & restart the router")
+    page.get_by_role("button", name="Save draft and preview").click()
+    page.wait_for_url(re.compile(r"/console/broadcasts/bc_\w+\?done=created"))
+    broadcast_url = page.url.split("?")[0]
+    sms = page.get_by_role("article", name="sms preview")
+    assert "Use mobile data & restart the router" in sms.inner_text()
+    assert "SMS segment" in sms.inner_text()
+    assert re.search(
+        r"\d+ of 280 characters", page.get_by_role("article", name="social preview").inner_text()
+    )
+    # The author may not approve a broadcast of this size.
+    assert "someone other than you must approve it" in page.locator("#second-person").inner_text()
+    assert page.get_by_role("button", name="Approve").count() == 0
+
+    page.get_by_role("link", name="Dry run").click()
+    assert (
+        "Nothing was sent. 4 customers would be reached" in page.get_by_role("status").inner_text()
+    )
+    assert len(delivered_sms(local_stack)) == already
+
+    sign_out(page)
+    page.goto(broadcast_url)
+    page.get_by_label("Username").fill(LOCAL_USERS["admin"])
+    page.get_by_label("Password").fill(local_stack.passwords[LOCAL_USERS["admin"]])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(broadcast_url)
+    page.get_by_role("button", name="Approve").click()
+    assert page.get_by_role("status").inner_text() == "Approved."
+    page.get_by_role("button", name="Send", exact=True).click()
+    assert page.dialogs == ["Send to 4 customers now?"]
+    # The page reloads itself while the broadcast sends.
+    expect(page.locator("#broadcast-status")).to_have_text("sent", timeout=60_000)
+    assert "4 of 4 settled" in page.get_by_role("region", name="Delivery").inner_text()
+    assert len(delivered_sms(local_stack)) == already + 4
+    assert page.errors == []
+
+
+def test_ops_stops_an_approved_broadcast_with_the_kill_switch(
+    local_stack: LocalStack, page: Any
+) -> None:
+    from chalicelib import broadcasts
+    from chalicelib.runtime import services
+
+    incident_id = harbour_incident(2)
+    draft = broadcasts.create_broadcast(services(), {"incident_id": incident_id}, actor="oscar")
+    broadcasts.approve(services(), draft.broadcast_id, actor="olga")
+    sign_in(page, local_stack, "ops", f"/console/broadcasts/{draft.broadcast_id}")
+    page.get_by_role("button", name="Stop sending").click()
+    assert page.dialogs == ["Stop this broadcast for good?"]
+    assert "Nothing more goes out" in page.get_by_role("status").inner_text()
+    assert page.locator("#broadcast-status").inner_text() == "halted"
+    assert page.get_by_role("button", name="Send", exact=True).count() == 0
