@@ -25,6 +25,7 @@ from chalicelib import (
     handoff,
     http,
     incidents,
+    replies,
     shipment_api,
     signin,
     topics,
@@ -35,6 +36,7 @@ from chalicelib.console import Console, PageRequest, Result
 from chalicelib.queues import QueueMessage
 from chalicelib.runtime import audit_log, services, signals
 from chalicelib.scans import scheduled_scan
+from chalicelib.x import x_poster
 
 app = Chalice(app_name="forewarn")
 names = Names(stage())
@@ -188,6 +190,13 @@ def list_flags(principal: Principal) -> dict[str, Any]:
     return handoff.list_flags(signals(), {name: api.query(name) for name in names_})
 
 
+@api.route("/api/flags/{post_id}/reply", methods=("POST",), roles=(SOCIAL, OPS))
+def reply_to_flag(principal: Principal, post_id: str) -> dict[str, Any]:
+    return replies.reply_to_flag(
+        services().store, signals(), x_poster(), post_id, api.body(), actor=principal.subject
+    )
+
+
 @api.route("/api/flags/{post_id}/{action}", methods=("POST",), roles=(SOCIAL, OPS))
 def decide_flag(principal: Principal, post_id: str, action: str) -> dict[str, Any]:
     return handoff.decide_flag(
@@ -323,6 +332,16 @@ def dashboard(page: PageRequest) -> Result:
 @console.page("/console/flags", roles=(SOCIAL, OPS))
 def flags_page(page: PageRequest) -> Result:
     return console_pages.flags(services(), signals(), page)
+
+
+@console.page("/console/flags/{post_id}/reply", roles=(SOCIAL, OPS))
+def reply_preview_page(page: PageRequest, post_id: str) -> Result:
+    return console_pages.reply_preview(services(), signals(), page, post_id)
+
+
+@console.page("/console/flags/{post_id}/reply", methods=("POST",), roles=(SOCIAL, OPS))
+def reply_page(page: PageRequest, post_id: str) -> Result:
+    return console_pages.reply(services(), signals(), x_poster(), page, post_id)
 
 
 @console.page("/console/flags/{post_id}/{action}", methods=("POST",), roles=(SOCIAL, OPS))

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from chalicelib import charts, handoff
+from chalicelib import charts, handoff, replies
 from chalicelib.audit import AuditLog
 from chalicelib.broadcasts import Services
 from chalicelib.console import Page, PageRequest, Redirect, local_path
@@ -22,6 +22,7 @@ DONE = {"dismiss": "dismissed", "handle": "handled", "link": "linked"}
 FLAG_FILTERS = ("state", "topic", "issue", "sentiment", "min_followers", "cursor")
 # What a redirect after an action may say; the query names one, never free text.
 NOTICES = {
+    "replied": "Replied on X.",
     "dismissed": "Dismissed.",
     "handled": "Marked as handled.",
     "linked": "Linked to the incident.",
@@ -73,6 +74,7 @@ def flags(services: Services, signals: SignalTables, request: PageRequest) -> Pa
             "flags": listing["flags"],
             "next_cursor": listing["next_cursor"],
             "incidents": incidents,
+            "reply_templates": [*replies.REPLY_TEMPLATES, replies.CUSTOM],
             "here": here,
             "notice": NOTICES.get(request.query.get("done", ""), ""),
         },
@@ -96,6 +98,40 @@ def decide_flag(
     params = dict(parse_qsl(query))
     params["done"] = DONE[action]
     return Redirect(path, params)
+
+
+def reply_preview(
+    services: Services, signals: SignalTables, request: PageRequest, post_id: str
+) -> Page:
+    """The reply as it would go out, with the button that posts it."""
+    fields = {k: request.query.get(k, "") for k in ("template", "text", "status_link")}
+    context: dict[str, Any] = {
+        "title": "Reply on X",
+        "flag": signals.get_flag(post_id),
+        "fields": fields,
+        "templates": [*replies.REPLY_TEMPLATES, replies.CUSTOM],
+        "limit": replies.MAX_REPLY_CHARS,
+        "text": "",
+        "message": "",
+    }
+    try:
+        context["text"] = replies.preview_reply(services.store, signals, post_id, fields)
+    except BadRequest as exc:
+        context["message"] = exc.message
+    return Page("reply.html.j2", context)
+
+
+def reply(
+    services: Services,
+    signals: SignalTables,
+    poster: replies.ReplyPoster,
+    request: PageRequest,
+    post_id: str,
+) -> Redirect:
+    replies.reply_to_flag(
+        services.store, signals, poster, post_id, request.form, actor=request.principal.subject
+    )
+    return Redirect("/console/flags", {"done": "replied"})
 
 
 def audit_log(audit: AuditLog) -> Page:

@@ -74,11 +74,9 @@ class ReplyRateLimited(ReplyNotSent):
     code = "x_rate_limited"
 
 
-def preview_reply(
-    store: Store, signals: SignalTables, post_id: str, form: Mapping[str, str]
-) -> str:
+def preview_reply(store: Store, signals: SignalTables, post_id: str, form: object) -> str:
     """The text a reply to the flagged post would have: rendered and within X's limit."""
-    return _render(store, signals.get_flag(post_id), form)
+    return _render(store, signals.get_flag(post_id), _fields(form))
 
 
 def reply_to_flag(
@@ -86,7 +84,7 @@ def reply_to_flag(
     signals: SignalTables,
     poster: ReplyPoster,
     post_id: str,
-    form: Mapping[str, str],
+    form: object,
     *,
     actor: str,
     now: datetime | None = None,
@@ -101,7 +99,7 @@ def reply_to_flag(
     flag = signals.get_flag(post_id)
     if flag.get("reply_id"):
         raise _already_replied(post_id)
-    text = _render(store, flag, form)
+    text = _render(store, flag, _fields(form))
     author = _author(flag["post"])
     token = uuid.uuid4().hex
     if not signals.claim_reply(post_id, token, actor=actor, now=now):
@@ -155,6 +153,12 @@ def reply_to_flag(
             "warning": "the reply was posted on X but could not be recorded on the flag; "
             "do not reply again",
         }
+
+
+def _fields(form: object) -> Mapping[str, str]:
+    if not isinstance(form, Mapping):
+        raise BadRequest("the reply must be an object: template, and text for a custom reply")
+    return form
 
 
 def _render(store: Store, flag: Item, form: Mapping[str, str]) -> str:

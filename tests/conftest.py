@@ -116,7 +116,10 @@ def local_stack(aws_server: str) -> Iterator[LocalStack]:
         stage=os.environ["FOREWARN_STAGE"],
         api_port=free_port(),
         customers=5,
-        social=False,
+        # The local X server and the brand's credentials, for replies; the demo outage is
+        # scheduled far beyond any test.
+        social=True,
+        outage_after_s=1800,
         schedules=False,
     )
     # Small enough that the browser tests meet the second-approval rule with a few customers.

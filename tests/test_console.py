@@ -302,3 +302,15 @@ def test_api_changes_are_audited_with_who_and_what_but_no_body(client: Client) -
     assert all("Secret title" not in json.dumps(e.to_dict()) for e in entries)
     page = text(get(client, "/console/audit", session(client, "olivia.ops")))
     assert re.search(r"POST /api/incidents</td>", page)
+
+
+def test_a_reply_too_long_for_x_is_explained_before_anything_is_posted(client: Client) -> None:
+    flag_post("905", "@AcmeTel down")
+    token_ = session(client, "sam.social")
+    query = urlencode({"template": "custom", "text": "Hi {{ handle }}! " + "x" * 300})
+    page = text(get(client, f"/console/flags/905/reply?{query}", token_))
+    assert "X allows at most 280" in page
+    assert "Reply on X</button>" not in page
+    fine = text(get(client, "/console/flags/905/reply?template=dm_us", token_))
+    assert "Hi @kim," in fine
+    assert "Reply on X</button>" in fine

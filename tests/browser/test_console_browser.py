@@ -194,3 +194,22 @@ def test_ops_stops_an_approved_broadcast_with_the_kill_switch(
     assert "Nothing more goes out" in page.get_by_role("status").inner_text()
     assert page.locator("#broadcast-status").inner_text() == "halted"
     assert page.get_by_role("button", name="Send", exact=True).count() == 0
+
+
+def test_the_social_team_replies_to_a_flagged_post_on_x(local_stack: LocalStack, page: Any) -> None:
+    x_server = local_stack.x_server
+    [post_id] = x_server.publish({"text": "@ForewarnTel no signal at all", "author_handle": "rita"})
+    flag_post(post_id, "@ForewarnTel no signal at all", handle="rita")
+    sign_in(page, local_stack, "social", "/console/flags")
+    post = page.get_by_role("article").filter(has_text="@rita")
+    post.get_by_label("Reply").select_option("dm_us")
+    post.get_by_role("button", name="Preview reply").click()
+    reply_text = page.locator("#reply-text").inner_text()
+    assert reply_text.startswith("Hi @rita,")
+    assert x_server.created == []  # a preview posts nothing
+    page.get_by_role("button", name="Reply on X").click()
+    assert page.dialogs == ["Post this reply on X?"]
+    assert page.get_by_role("status").inner_text() == "Replied on X."
+    [reply] = x_server.created
+    assert (reply.in_reply_to_tweet_id, reply.text) == (post_id, reply_text)
+    assert page.get_by_role("article").filter(has_text="@rita").count() == 0  # handled
