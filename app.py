@@ -382,3 +382,15 @@ def dry_run_page(page: PageRequest, broadcast_id: str) -> Result:
 @console.page("/console/broadcasts/{broadcast_id}/{action}", methods=("POST",), roles=(OPS,))
 def broadcast_action_page(page: PageRequest, broadcast_id: str, action: str) -> Result:
     return console_broadcasts.act(services(), page, broadcast_id, action)
+
+
+@console.page("/console/incidents/{incident_id}", roles=(OPS, SOCIAL))
+def incident_page(page: PageRequest, incident_id: str) -> Result:
+    return console_pages.incident_page(
+        services(), signals(), incident_id, page.query.get("done", "")
+    )
+
+
+@console.page("/console/incidents/{incident_id}", methods=("POST",), roles=(OPS,))
+def update_incident_page(page: PageRequest, incident_id: str) -> Result:
+    return console_pages.update_incident(services(), page, incident_id)

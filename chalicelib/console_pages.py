@@ -7,15 +7,24 @@ plain strings, which the templates' autoescaping turns into text.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from chalicelib import charts, handoff, replies
+from chalicelib import charts, handoff, incidents, replies
 from chalicelib.audit import AuditLog
 from chalicelib.broadcasts import Services
 from chalicelib.console import Page, PageRequest, Redirect, local_path
-from chalicelib.domain import Channel
+from chalicelib.domain import (
+    COUNT_FIELDS,
+    DELIVERABLE_CHANNELS,
+    Channel,
+    IncidentStatus,
+    Phase,
+    utcnow,
+)
 from chalicelib.errors import BadRequest
+from chalicelib.posts import parse_time
 from chalicelib.signals_store import SignalTables
 
 DONE = {"dismiss": "dismissed", "handle": "handled", "link": "linked"}
@@ -26,6 +35,7 @@ NOTICES = {
     "dismissed": "Dismissed.",
     "handled": "Marked as handled.",
     "linked": "Linked to the incident.",
+    "updated": "Incident updated.",
 }
 
 
@@ -132,6 +142,93 @@ def reply(
         services.store, signals, poster, post_id, request.form, actor=request.principal.subject
     )
     return Redirect("/console/flags", {"done": "replied"})
+
+
+def incident_page(
+    services: Services,
+    signals: SignalTables,
+    incident_id: str,
+    request_done: str = "",
+    now: datetime | None = None,
+) -> Page:
+    """What happened so far, who was told, and when the next update is owed."""
+    store = services.store
+    incident = incidents.get_incident(store, incident_id)
+    found = sorted(store.broadcasts_for_incident(incident_id), key=lambda b: b.created_at)
+    initial = next((b for b in found if b.phase is Phase.INITIAL), None)
+    issues = [
+        issue
+        for status in ("open", "closed")
+        for issue in signals.issues(status, limit=200)
+        if issue.incident_id == incident_id
+    ]
+    events: list[tuple[str, str]] = [(incident.created_at, "Incident opened")]
+    events += [(i.opened_at, f"Emerging issue on X: {i.topic}: {i.cluster}") for i in issues]
+    for b in found:
+        events.append((b.created_at, f"{b.phase.value} notice drafted by {b.created_by}"))
+        if b.approved_at:
+            events.append((b.approved_at, f"{b.phase.value} notice approved by {b.approved_by}"))
+        if b.sent_at:
+            events.append((b.sent_at, f"{b.phase.value} notice delivered to everyone"))
+        if b.halted_at:
+            events.append((b.halted_at, f"{b.phase.value} notice stopped by {b.halted_by}"))
+    if incident.status.value == "resolved":
+        events.append((incident.updated_at, "Incident resolved"))
+    totals = {
+        channel.value: {
+            field: sum(getattr(b.counts[channel], field) for b in found if channel in b.counts)
+            for field in COUNT_FIELDS
+        }
+        for channel in DELIVERABLE_CHANNELS
+    }
+    return Page(
+        "incident.html.j2",
+        {
+            "title": incident.title,
+            "incident": incident,
+            "broadcasts": found,
+            "issues": issues,
+            "timeline": sorted(events),
+            "audience_size": (
+                sum(c.planned for c in initial.counts.values()) + initial.unreachable
+                if initial and initial.planning_done
+                else None
+            ),
+            "deliveries": totals,
+            "due": _due(incident.next_update_due, now or utcnow()),
+            "statuses": [s.value for s in IncidentStatus],
+            "notice": NOTICES.get(request_done, ""),
+        },
+    )
+
+
+def _due(moment: str | None, now: datetime) -> dict[str, Any] | None:
+    """When the next update is owed, in words, and whether that is already past."""
+    if not moment:
+        return None
+    seconds = int((parse_time(moment) - now).total_seconds())
+    minutes = abs(seconds) // 60
+    span = f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+    overdue = seconds < 0
+    return {
+        "at": moment,
+        "overdue": overdue,
+        "text": f"overdue by {span}" if overdue else f"in {span}",
+    }
+
+
+def update_incident(services: Services, request: PageRequest, incident_id: str) -> Redirect:
+    payload: dict[str, Any] = {}
+    form = request.form
+    current = incidents.get_incident(services.store, incident_id)
+    if form.get("status") and form["status"] != current.status.value:
+        payload["status"] = form["status"]
+    due = form.get("next_update_due", "").strip()
+    if due != (current.next_update_due or ""):
+        payload["next_update_due"] = due or None
+    if payload:
+        incidents.update_incident(services.store, incident_id, payload)
+    return Redirect(f"/console/incidents/{incident_id}", {"done": "updated"})
 
 
 def audit_log(audit: AuditLog) -> Page:

@@ -314,3 +314,38 @@ def test_a_reply_too_long_for_x_is_explained_before_anything_is_posted(client: C
     fine = text(get(client, "/console/flags/905/reply?template=dm_us", token_))
     assert "Hi @kim," in fine
     assert "Reply on X</button>" in fine
+
+
+def test_the_incident_page_shows_an_overdue_update_and_the_notices_timeline(
+    client: Client,
+) -> None:
+    _, incident = call(
+        client,
+        "POST",
+        "/api/incidents",
+        {"title": "Fibre cut", "services": ["tv"], "next_update_due": "2020-01-01T10:00:00Z"},
+    )
+    incident_id = incident["incident_id"]
+    status, draft = call(client, "POST", "/api/broadcasts", {"incident_id": incident_id})
+    assert status == 201
+    page = text(get(client, f"/console/incidents/{incident_id}", session(client, "sam.social")))
+    assert re.search(r'class="overdue"[^>]*>overdue by \d+ h', page)
+    assert "initial notice drafted by tester" in page
+    assert f"/console/broadcasts/{draft['broadcast_id']}" in page
+    # The social team reads it; only ops change it.
+    assert 'aria-label="Update the incident"' not in page
+
+
+def test_ops_moves_an_incident_forward_from_its_page(client: Client) -> None:
+    _, incident = call(client, "POST", "/api/incidents", {"title": "Fibre cut", "services": ["tv"]})
+    path = f"/console/incidents/{incident['incident_id']}"
+    token_ = session(client, "olivia.ops")
+    form = {"csrf": csrf_token(token_), "status": "monitoring", "next_update_due": ""}
+    done = post(client, path, token_, form)
+    assert done.status_code == 303
+    assert call(client, "GET", f"/api/incidents/{incident['incident_id']}")[1]["status"] == (
+        "monitoring"
+    )
+    back = post(client, path, token_, {**form, "status": "investigating"})
+    assert back.status_code == 409
+    assert "cannot go back" in text(back)

@@ -213,3 +213,21 @@ def test_the_social_team_replies_to_a_flagged_post_on_x(local_stack: LocalStack,
     [reply] = x_server.created
     assert (reply.in_reply_to_tweet_id, reply.text) == (post_id, reply_text)
     assert page.get_by_role("article").filter(has_text="@rita").count() == 0  # handled
+
+
+def test_an_overdue_update_shows_red_on_the_incident_page(
+    local_stack: LocalStack, page: Any
+) -> None:
+    from chalicelib import incidents
+    from chalicelib.runtime import services
+
+    payload = {
+        "title": "Late update",
+        "services": ["tv"],
+        "next_update_due": "2020-01-01T10:00:00Z",
+    }
+    incident = incidents.create_incident(services().store, payload)
+    sign_in(page, local_stack, "ops", f"/console/incidents/{incident.incident_id}")
+    timer = page.locator("#next-update")
+    assert timer.inner_text().startswith("overdue by")
+    assert timer.evaluate("e => getComputedStyle(e).color") == "rgb(179, 38, 30)"

@@ -38,3 +38,17 @@ if (composer) {
   });
   refresh();
 }
+
+// The next-update timer: counts down, and turns red once the update is overdue.
+const due = document.querySelector("[data-due]");
+if (due) {
+  const at = Date.parse(due.dataset.due);
+  const tick = () => {
+    const seconds = Math.round((at - Date.now()) / 1000);
+    const minutes = Math.floor(Math.abs(seconds) / 60);
+    const span = minutes >= 60 ? `${Math.floor(minutes / 60)} h ${minutes % 60} min` : `${minutes} min`;
+    due.textContent = seconds < 0 ? `overdue by ${span}` : `in ${span}`;
+    due.classList.toggle("overdue", seconds < 0);
+  };
+  setInterval(tick, 15000);
+}
