@@ -18,7 +18,7 @@ from chalicelib.console import Page, PageRequest, Redirect, local_path
 from chalicelib.domain import (
     COUNT_FIELDS,
     DELIVERABLE_CHANNELS,
-    Channel,
+    Incident,
     IncidentStatus,
     Phase,
     utcnow,
@@ -49,25 +49,27 @@ def dashboard(services: Services, signals: SignalTables) -> Page:
         }
         for issue in signals.issues("open", limit=20)
     ]
-    incidents = [
-        {"incident": incident, "deliveries": _delivery_totals(services, incident.incident_id)}
+    rows = [
+        {"incident": incident, "deliveries": _delivery_figures(services, incident)}
         for incident in services.store.open_incidents(limit=50)
     ]
-    return Page(
-        "dashboard.html.j2", {"title": "Dashboard", "issues": issues, "incidents": incidents}
-    )
+    return Page("dashboard.html.j2", {"title": "Dashboard", "issues": issues, "incidents": rows})
 
 
-def _delivery_totals(services: Services, incident_id: str) -> dict[str, int]:
-    totals = {"broadcasts": 0, "planned": 0, "sent": 0, "failed": 0}
-    for broadcast in services.store.broadcasts_for_incident(incident_id):
+def _delivery_figures(services: Services, incident: Incident) -> dict[str, Any]:
+    """Notices planned, sent and failed, and the lead time: from the incident opening to
+    every customer of its initial notice having been told."""
+    totals: dict[str, Any] = {"broadcasts": 0, "planned": 0, "sent": 0, "failed": 0}
+    lead = None
+    for broadcast in services.store.broadcasts_for_incident(incident.incident_id):
         totals["broadcasts"] += 1
-        for channel in Channel:
-            counts = broadcast.counts.get(channel)
-            if counts is not None:
-                totals["planned"] += counts.planned
-                totals["sent"] += counts.sent
-                totals["failed"] += counts.failed
+        for counts in broadcast.counts.values():
+            totals["planned"] += counts.planned
+            totals["sent"] += counts.sent
+            totals["failed"] += counts.failed
+        if broadcast.phase is Phase.INITIAL and broadcast.sent_at:
+            lead = parse_time(broadcast.sent_at) - parse_time(incident.created_at)
+    totals["lead"] = f"{int(lead.total_seconds() // 60)} min" if lead is not None else "—"
     return totals
 
 

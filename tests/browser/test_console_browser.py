@@ -176,6 +176,9 @@ def test_ops_composes_previews_gets_a_second_approval_sends_and_watches_it_finis
     expect(page.locator("#broadcast-status")).to_have_text("sent", timeout=60_000)
     assert "4 of 4 settled" in page.get_by_role("region", name="Delivery").inner_text()
     assert len(delivered_sms(local_stack)) == already + 4
+    page.get_by_role("link", name="Dashboard").click()
+    row = page.get_by_role("row").filter(has_text="Fibre cut at the harbour").first
+    assert re.search(r"4 / 4\s+0\s+\d+ min", row.inner_text())
     assert page.errors == []
 
 
