@@ -25,6 +25,7 @@ from chalicelib import (
     handoff,
     http,
     incidents,
+    lookup,
     replies,
     shipment_api,
     signin,
@@ -64,6 +65,11 @@ def whoami(principal: Principal) -> dict[str, str]:
 @api.route("/api/customers", methods=("POST",), roles=(OPS,))
 def import_customers(principal: Principal) -> dict[str, Any]:
     return customer_import.import_customers(services().store, api.body())
+
+
+@api.route("/api/lookup", roles=(OPS,))
+def lookup_customer(principal: Principal) -> dict[str, Any]:
+    return lookup.lookup(services().store, api.query("q"))
 
 
 @api.route("/api/customers/{customer_id}", roles=(OPS,))
@@ -394,3 +400,8 @@ def incident_page(page: PageRequest, incident_id: str) -> Result:
 @console.page("/console/incidents/{incident_id}", methods=("POST",), roles=(OPS,))
 def update_incident_page(page: PageRequest, incident_id: str) -> Result:
     return console_pages.update_incident(services(), page, incident_id)
+
+
+@console.page("/console/customers", roles=(OPS,))
+def customer_lookup_page(page: PageRequest) -> Result:
+    return console_pages.customer_lookup(services(), page)

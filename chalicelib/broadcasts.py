@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,7 +41,7 @@ from chalicelib.store import Store
 
 log = logging.getLogger(__name__)
 
-_FIELDS = {"incident_id", "phase", "channels", "audience", "template", "variables"}
+_FIELDS = {"incident_id", "phase", "channels", "audience", "template", "variables", "public_post"}
 # `window_start` and `window_end` bound a planned maintenance (ISO 8601 with an offset, kept
 # in UTC); templates show them in each customer's own zone.
 VARIABLES = ("workaround", "status_link", "window_start", "window_end")
@@ -55,6 +55,8 @@ class Services:
 
     store: Store
     settings: Settings
+    # The brand's X account, for public posts (`x.x_poster`); created on first use.
+    poster: Callable[[], Any] | None = None
 
 
 def _channels(value: object) -> tuple[Channel, ...]:
@@ -138,6 +140,9 @@ def create_broadcast(
     if not isinstance(template, str) or template not in notices.available_kinds():
         raise BadRequest(f"template must be one of: {', '.join(notices.available_kinds())}")
     channels = _channels(payload.get("channels"))
+    public_post = payload.get("public_post", False)
+    if not isinstance(public_post, bool):
+        raise BadRequest("public_post must be true or false")
     broadcast = Broadcast(
         broadcast_id=f"bc_{uuid.uuid4().hex[:16]}",
         incident_id=incident.incident_id,
@@ -150,6 +155,7 @@ def create_broadcast(
         created_by=actor,
         created_at=iso(now or utcnow()),
         counts={c: ChannelCounts() for c in channels},
+        public_post=public_post,
     )
     services.store.create_broadcast(broadcast)
     return broadcast
@@ -182,7 +188,7 @@ def count_audience(store: Store, broadcast: Broadcast, page_size: int) -> audien
     return count
 
 
-def _placeholder_customer(incident: Incident) -> Customer:
+def placeholder_customer(incident: Incident) -> Customer:
     return Customer(
         customer_id="sample",
         name="Alex Sample",
@@ -224,7 +230,7 @@ def preview(
         if sample is None:
             raise NotFound(f"no customer {customer_id}")
     else:
-        sample = count.sample or _placeholder_customer(incident)
+        sample = count.sample or placeholder_customer(incident)
     rendered: dict[str, Any] = {}
     for channel in (*broadcast.channels, Channel.SOCIAL):
         notice = render_for(services.settings, broadcast, incident, sample, channel)
@@ -269,9 +275,16 @@ def approve(
             )
     # A template that cannot render must fail here, not for every recipient later.
     incident = get_incident(store, broadcast.incident_id)
-    sample = _placeholder_customer(incident)
+    sample = placeholder_customer(incident)
     for channel in broadcast.channels:
         render_for(services.settings, broadcast, incident, sample, channel)
+    if broadcast.public_post:
+        post = render_for(services.settings, broadcast, incident, sample, Channel.SOCIAL).text
+        if len(post) > SOCIAL_LIMIT:
+            raise BadRequest(
+                f"the public post is {len(post)} characters; X allows {SOCIAL_LIMIT}: "
+                "shorten the wording or do without the public post"
+            )
     if not store.transition(
         broadcast_id,
         BroadcastStatus.DRAFT,
@@ -426,6 +439,12 @@ def plan_step(services: Services, broadcast_id: str) -> None:
         # Another step planned this page first; it carries the plan on.
         return
     log.info("planned %d recipients of %s", len(recipients), broadcast_id)
+    if broadcast.public_post and not broadcast.public_post_id:
+        # Every step tries (the claim lets one post): a step that died before posting is
+        # made good by the next. Imported here: public_posts builds on this module.
+        from chalicelib import public_posts
+
+        public_posts.publish(services, broadcast)
     if not page.done:
         queues.send_json(settings.names.planner_queue, [{"broadcast_id": broadcast_id}])
         return

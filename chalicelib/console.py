@@ -414,6 +414,7 @@ _NAV = (
     ("Dashboard", HOME, (auth.OPS, auth.SOCIAL)),
     ("Flagged posts", "/console/flags", (auth.OPS, auth.SOCIAL)),
     ("New broadcast", "/console/broadcasts/new", (auth.OPS,)),
+    ("Customer lookup", "/console/customers", (auth.OPS,)),
     ("Audit log", "/console/audit", (auth.OPS,)),
 )
 

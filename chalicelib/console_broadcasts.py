@@ -85,6 +85,7 @@ def create(services: Services, request: PageRequest) -> Redirect:
         "phase": phase,
         "channels": _channels(form),
         "variables": {k: form[k] for k in broadcasts.VARIABLES if form.get(k, "").strip()},
+        "public_post": bool(form.get("public_post")),
     }
     if form.get("template"):
         payload["template"] = form["template"]

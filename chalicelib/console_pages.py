@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from chalicelib import charts, handoff, incidents, replies
+from chalicelib import charts, handoff, incidents, lookup, replies
 from chalicelib.audit import AuditLog
 from chalicelib.broadcasts import Services
 from chalicelib.console import Page, PageRequest, Redirect, local_path
@@ -23,7 +23,7 @@ from chalicelib.domain import (
     Phase,
     utcnow,
 )
-from chalicelib.errors import BadRequest
+from chalicelib.errors import BadRequest, Conflict, NotFound
 from chalicelib.posts import parse_time
 from chalicelib.signals_store import SignalTables
 
@@ -231,6 +231,20 @@ def update_incident(services: Services, request: PageRequest, incident_id: str) 
     if payload:
         incidents.update_incident(services.store, incident_id, payload)
     return Redirect(f"/console/incidents/{incident_id}", {"done": "updated"})
+
+
+def customer_lookup(services: Services, request: PageRequest) -> Page:
+    """For an agent with a caller on the line: who they are, what is wrong where they are,
+    and what we have already told them."""
+    query = request.query.get("q", "").strip()
+    context: dict[str, Any] = {"title": "Customer lookup", "q": query, "found": None}
+    if query:
+        try:
+            context["found"] = lookup.lookup(services.store, query)
+        except (BadRequest, NotFound, Conflict) as exc:
+            context["message"] = exc.message
+            context["candidates"] = (exc.details or {}).get("customer_ids", [])
+    return Page("customer.html.j2", context)
 
 
 def audit_log(audit: AuditLog) -> Page:

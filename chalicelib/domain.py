@@ -285,6 +285,10 @@ class Broadcast:
     sent_at: str | None = None
     halted_by: str | None = None
     halted_at: str | None = None
+    # Also post the social text on the brand's X account (see public_posts).
+    public_post: bool = False
+    public_post_id: str | None = None
+    public_post_error: str | None = None
     planning_done: bool = False
     plan_cursor: str = ""
     plan_touched: int = 0
@@ -311,6 +315,9 @@ class Broadcast:
             "sent_at": self.sent_at,
             "halted_by": self.halted_by,
             "halted_at": self.halted_at,
+            "public_post": self.public_post,
+            "public_post_id": self.public_post_id,
+            "public_post_error": self.public_post_error,
             "planning_done": self.planning_done,
             "unreachable": self.unreachable,
             "counts": {

@@ -15,7 +15,7 @@ from chalicelib.store import Store
 
 @cache
 def services() -> Services:
-    return Services(store=Store(settings().names), settings=settings())
+    return Services(store=Store(settings().names), settings=settings(), poster=x.x_poster)
 
 
 @cache

@@ -33,6 +33,11 @@ from chalicelib.errors import Conflict
 
 Item = dict[str, Any]
 
+# The attribute that GSI `by-email` of the customers table is keyed on: the stored (already
+# normalised) address case folded, so a lookup finds it however it is typed. GSI `by-phone`
+# is keyed on `phone` itself, stored in E.164 form. Both are sparse: no contact, no entry.
+EMAIL_KEY = "email_key"
+
 # Present on an incident item while it is unresolved: the key of the sparse `open-incidents`
 # index, so listing open incidents reads only those.
 OPEN_MARK = "lifecycle"
@@ -122,8 +127,14 @@ def subscription_keys(customer: Customer) -> list[dict[str, str]]:
     ]
 
 
+def email_key(email: str | None) -> str | None:
+    """What GSI `by-email` finds an address by: a validated address, case folded."""
+    return email.casefold() if email else None
+
+
 def customer_items(customer: Customer, version: int) -> tuple[Item, list[Item]]:
-    """The customer row and its audience index rows, which carry the whole customer."""
+    """The customer row (with its lookup keys) and its audience index rows, which carry the
+    whole customer."""
     data = customer.to_dict()
     rows = [
         {
@@ -133,7 +144,7 @@ def customer_items(customer: Customer, version: int) -> tuple[Item, list[Item]]:
         }
         for key, sub in zip(subscription_keys(customer), customer.services, strict=True)
     ]
-    return {**data, "version": version}, rows
+    return {**data, EMAIL_KEY: email_key(customer.email), "version": version}, rows
 
 
 class Tables:
@@ -243,7 +254,10 @@ class Store(Tables):
         old_item = self._get(self.names.customers, {"customer_id": customer.customer_id})
         if old_item is not None:
             old_version = int(old_item.pop("version", 0))
-            if Customer.from_dict(old_item) == customer:
+            # A row written before the lookup keys existed is rewritten once to gain them.
+            if Customer.from_dict(old_item) == customer and old_item.get(EMAIL_KEY) == email_key(
+                customer.email
+            ):
                 return "unchanged"
         customer_item, rows = customer_items(customer, (old_version + 1) if old_item else 1)
         put_customer: dict[str, Any] = {
@@ -285,6 +299,28 @@ class Store(Tables):
         ):
             for start in range(0, len(requests), 25):
                 self._batch_write(table, requests[start : start + 25])
+
+    def customer_ids_by_phone(self, phone: str, *, limit: int) -> list[str]:
+        """Ids of customers whose E.164 `phone` it is (GSI `by-phone`, eventually consistent)."""
+        return self._customer_ids_on("by-phone", "phone", phone, limit)
+
+    def customer_ids_by_email(self, email: str, *, limit: int) -> list[str]:
+        """Ids of customers with this (normalised) address, in any case (GSI `by-email`)."""
+        return self._customer_ids_on("by-email", EMAIL_KEY, email_key(email) or "", limit)
+
+    def _customer_ids_on(self, index: str, attribute: str, value: str, limit: int) -> list[str]:
+        items, _ = self._query_page(
+            {
+                "TableName": self.names.customers,
+                "IndexName": index,
+                "KeyConditionExpression": "#k = :v",
+                "ExpressionAttributeNames": {"#k": attribute},
+                "ExpressionAttributeValues": to_dynamo({":v": value}),
+                "Limit": limit,
+            },
+            None,
+        )
+        return [str(item["customer_id"]) for item in items]
 
     def query_subscriptions(
         self,
@@ -348,6 +384,13 @@ class Store(Tables):
     def get_incident(self, incident_id: str) -> Incident | None:
         item = self._get(self.names.incidents, {"incident_id": incident_id})
         return Incident.from_dict(item) if item else None
+
+    def get_incidents(self, incident_ids: Iterable[str]) -> dict[str, Incident]:
+        keys = [{"incident_id": i} for i in dict.fromkeys(incident_ids)]
+        return {
+            str(item["incident_id"]): Incident.from_dict(item)
+            for item in self._get_many(self.names.incidents, keys)
+        }
 
     def save_incident(self, incident: Incident, *, expected_updated_at: str) -> None:
         """Write what an incident update may change: status, next update due, updated_at.
@@ -413,6 +456,13 @@ class Store(Tables):
             self.names.broadcasts, {"broadcast_id": broadcast_id}, consistent=consistent
         )
         return _broadcast_from(item) if item else None
+
+    def get_broadcasts(self, broadcast_ids: Iterable[str]) -> dict[str, Broadcast]:
+        keys = [{"broadcast_id": b} for b in dict.fromkeys(broadcast_ids)]
+        return {
+            str(item["broadcast_id"]): _broadcast_from(item)
+            for item in self._get_many(self.names.broadcasts, keys)
+        }
 
     def broadcasts_for_incident(self, incident_id: str) -> list[Broadcast]:
         paginator = self.db.get_paginator("query")
@@ -526,6 +576,28 @@ class Store(Tables):
             start_key,
         )
         return Page([Customer.from_dict(i) for i in items], next_key)
+
+    def audience_memberships(self, customer_id: str, incident_ids: Iterable[str]) -> set[str]:
+        """Which of `incident_ids` have `customer_id` in their audience snapshot."""
+        keys = [{"incident_id": i, "customer_id": customer_id} for i in dict.fromkeys(incident_ids)]
+        items = self._get_many(self.names.audiences, keys, projection="incident_id")
+        return {str(item["incident_id"]) for item in items}
+
+    def recent_shipments(self, customer_id: str, *, limit: int) -> Page[Item]:
+        """The customer's most recently changed shipment rows (GSI `by-customer` of the
+        shipments table), newest first."""
+        items, next_key = self._query_page(
+            {
+                "TableName": self.names.shipments,
+                "IndexName": "by-customer",
+                "KeyConditionExpression": "customer_id = :c",
+                "ExpressionAttributeValues": to_dynamo({":c": customer_id}),
+                "ScanIndexForward": False,
+                "Limit": limit,
+            },
+            None,
+        )
+        return Page(items, next_key)
 
     def query_lane(self, lane: str, *, start_key: dict[str, Any] | None, limit: int) -> Page[str]:
         """`<customer>#<tracking code>` of the outbound parcels on their way on `lane`, in
@@ -661,6 +733,23 @@ class Store(Tables):
             ),
         )
 
+    def deliveries_for_customer(
+        self, customer_id: str, *, start_key: dict[str, Any] | None, limit: int
+    ) -> Page[Item]:
+        """A page of the customer's ledger rows, broadcasts and shipment notices alike, in
+        id order (GSI `by-customer`)."""
+        items, next_key = self._query_page(
+            {
+                "TableName": self.names.deliveries,
+                "IndexName": "by-customer",
+                "KeyConditionExpression": "customer_id = :c",
+                "ExpressionAttributeValues": to_dynamo({":c": customer_id}),
+                "Limit": limit,
+            },
+            start_key,
+        )
+        return Page(items, next_key)
+
     def deliveries(self, broadcast_id: str) -> Iterable[Item]:
         paginator = self.db.get_paginator("query")
         for page in paginator.paginate(
@@ -690,6 +779,9 @@ def _broadcast_from(item: Item) -> Broadcast:
         sent_at=item.get("sent_at"),
         halted_by=item.get("halted_by"),
         halted_at=item.get("halted_at"),
+        public_post=bool(item.get("public_post", False)),
+        public_post_id=item.get("public_post_id"),
+        public_post_error=item.get("public_post_error"),
         planning_done=bool(item.get("planning_done", False)),
         plan_cursor=str(item.get("plan_cursor", "")),
         plan_touched=int(item.get("plan_touched", 0)),

@@ -349,3 +349,17 @@ def test_ops_moves_an_incident_forward_from_its_page(client: Client) -> None:
     back = post(client, path, token_, {**form, "status": "investigating"})
     assert back.status_code == 409
     assert "cannot go back" in text(back)
+
+
+def test_the_ivr_finds_a_caller_through_the_api_and_ops_only(client: Client) -> None:
+    from factories import customer
+
+    from chalicelib.runtime import services
+
+    services().store.upsert_customer(customer(42))
+    status, found = call(client, "GET", "/api/lookup?q=%2B1%20415%20555%200042")
+    assert status == 200
+    assert found["customer"]["customer_id"] == "c0042"
+    assert call(client, "GET", "/api/lookup?q=c9999")[0] == 404
+    assert call(client, "GET", "/api/lookup?q=")[0] == 400
+    assert call(client, "GET", "/api/lookup?q=c0042", role="social")[0] == 403

@@ -234,3 +234,42 @@ def test_an_overdue_update_shows_red_on_the_incident_page(
     timer = page.locator("#next-update")
     assert timer.inner_text().startswith("overdue by")
     assert timer.evaluate("e => getComputedStyle(e).color") == "rgb(179, 38, 30)"
+
+
+def test_an_agent_looks_up_a_caller_by_phone_and_sees_the_outage_and_the_notice(
+    local_stack: LocalStack, page: Any
+) -> None:
+    import time
+
+    from factories import customer
+
+    from chalicelib import broadcasts, incidents
+    from chalicelib.domain import BroadcastStatus
+    from chalicelib.runtime import services
+
+    store = services().store
+    store.upsert_customer(customer(777, services=(("tv", "bay", "94110"),), channels=("sms",)))
+    payload = {"title": "TV outage in the bay", "services": ["tv"], "regions": ["bay"]}
+    incident = incidents.create_incident(store, payload)
+    draft = broadcasts.create_broadcast(
+        services(), {"incident_id": incident.incident_id}, actor="o"
+    )
+    broadcasts.approve(services(), draft.broadcast_id, actor="p")
+    broadcasts.send(services(), draft.broadcast_id)
+    deadline = time.monotonic() + 30
+    while broadcasts.get_broadcast(store, draft.broadcast_id).status is not BroadcastStatus.SENT:
+        assert time.monotonic() < deadline, "the broadcast was not delivered"
+        time.sleep(0.2)
+
+    sign_in(page, local_stack, "ops", "/console/customers")
+    page.get_by_label("Phone number, email address or customer id").fill("(415) 555-0777")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Kim Tester777 (c0777)")).to_be_visible()
+    active = page.get_by_role("region", name="Active incidents affecting them").inner_text()
+    assert "TV outage in the bay" in active
+    assert "told" in active
+    notices = page.get_by_role("region", name="Notices sent to them").inner_text()
+    assert re.search(r"initial notice: TV outage in the bay\s+sms\s+sent", notices)
+    page.get_by_label("Phone number, email address or customer id").fill("+1 212 555 0000")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("alert")).to_contain_text("no customer with that phone number")
