@@ -273,3 +273,28 @@ def test_an_agent_looks_up_a_caller_by_phone_and_sees_the_outage_and_the_notice(
     page.get_by_label("Phone number, email address or customer id").fill("+1 212 555 0000")
     page.keyboard.press("Enter")
     expect(page.get_by_role("alert")).to_contain_text("no customer with that phone number")
+
+
+def test_the_social_team_filters_the_queue_and_links_a_post_to_an_incident(
+    local_stack: LocalStack, page: Any
+) -> None:
+    from chalicelib import incidents
+    from chalicelib.runtime import services, signals
+
+    payload = {"title": "Mobile network down in Dallas", "services": ["mobile"]}
+    incident = incidents.create_incident(services().store, payload)
+    flag_post("7301", "@AcmeTel whole city has no signal", handle="big_reach", followers=90_000)
+    flag_post("7302", "@AcmeTel no signal here either", handle="small_reach", followers=12)
+    sign_in(page, local_stack, "social", "/console/flags")
+    page.get_by_label("Reach at least").fill("50000")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r"min_followers=50000"))
+    posts = page.get_by_role("article")
+    expect(posts.filter(has_text="@big_reach")).to_have_count(1)
+    expect(posts.filter(has_text="@small_reach")).to_have_count(0)
+    big = posts.filter(has_text="@big_reach")
+    big.get_by_label("Incident").select_option(label="Mobile network down in Dallas")
+    big.get_by_role("button", name="Link").click()
+    expect(page.get_by_role("status")).to_have_text("Linked to the incident.")
+    assert "min_followers=50000" in page.url  # back to the same filtered queue
+    assert signals().get_flag("7301")["incident_id"] == incident.incident_id
