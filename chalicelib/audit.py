@@ -14,12 +14,15 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from chalicelib.auth import Principal
 from chalicelib.domain import iso, utcnow
 from chalicelib.store import Item, Tables, to_dynamo
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_TEXT = 300
 # How far back a listing looks for rows before it gives up on filling a page.
@@ -135,3 +138,22 @@ def record_action(
         )
     except Exception as exc:
         log.error("audit row for %s not written: %s", action, type(exc).__name__)
+
+
+def audited(
+    audit: Callable[[], AuditLog],
+    principal: Principal,
+    action: str,
+    params: Mapping[str, str],
+    perform: Callable[[], T],
+) -> T:
+    """Perform a change and audit it, refused (a ForewarnError, re-raised) or done."""
+    from chalicelib.errors import ForewarnError
+
+    try:
+        result = perform()
+    except ForewarnError as exc:
+        record_action(audit, principal, action, params, outcome=f"refused: {exc.code}")
+        raise
+    record_action(audit, principal, action, params, outcome="ok")
+    return result

@@ -28,9 +28,10 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 from chalice.app import Chalice, Request, Response
 
 from chalicelib import auth, notices
-from chalicelib.audit import AuditLog, record_action
+from chalicelib.audit import AuditLog, audited, record_action
 from chalicelib.config import settings
 from chalicelib.errors import Forbidden, ForewarnError, NotFound, Unauthorized
+from chalicelib.http import current_request, json_response, log_unexpected
 
 log = logging.getLogger(__name__)
 
@@ -192,10 +193,7 @@ class Console:
 
     @property
     def request(self) -> Request:
-        request = self.app.current_request
-        if request is None:
-            raise RuntimeError("no request is being handled")
-        return request
+        return current_request(self.app)
 
     def cookie(self, name: str) -> str | None:
         header = self.request.headers.get("cookie") or ""
@@ -332,17 +330,10 @@ class Console:
             result = handler(page, **params)
         else:
             action = f"POST {route}"
-            try:
-                result = handler(page, **params)
-            except ForewarnError as exc:
-                record_action(self.audit, principal, action, params, outcome=f"refused: {exc.code}")
-                raise
-            record_action(self.audit, principal, action, params, outcome="ok")
+            result = audited(self.audit, principal, action, params, lambda: handler(page, **params))
         if isinstance(result, Redirect):
             return redirect(url(result.path, result.query))
         if isinstance(result, Json):
-            from chalicelib.http import json_response
-
             return json_response(result.body)
         return self.html(result.template, {**context, **result.context}, result.status)
 
@@ -366,9 +357,7 @@ class Console:
             title = titles.get(exc.status, "Not possible")
             return self.html("error.html.j2", {"title": title}, exc.status, exc)
         except Exception as exc:
-            from chalicelib.http import _log_unexpected
-
-            _log_unexpected(name, exc)
+            log_unexpected(name, exc)
             failure = ForewarnError("something went wrong; it is logged")
             return self.html("error.html.j2", {"title": "Something went wrong"}, 500, failure)
 

@@ -18,7 +18,7 @@ from typing import Any
 from chalice.app import AuthResponse, AuthRoute, Chalice, Request, Response
 
 from chalicelib import auth
-from chalicelib.audit import AuditLog, record_action
+from chalicelib.audit import AuditLog, audited
 from chalicelib.config import settings
 from chalicelib.errors import BadRequest, ForewarnError, Unauthorized
 
@@ -84,7 +84,7 @@ class Api:
                     return error_response(exc.status, exc.code, exc.message, exc.details)
                 except Exception as exc:
                     # A 5xx makes the sender retry, which is what an unexpected failure needs.
-                    _log_unexpected(handler.__name__, exc)
+                    log_unexpected(handler.__name__, exc)
                     return error_response(500, "internal", "something went wrong; it is logged")
 
             self.app.route(path, methods=["POST"], content_types=["application/json"])(view)
@@ -115,7 +115,7 @@ class Api:
                 except ForewarnError as exc:
                     return error_response(exc.status, exc.code, exc.message, exc.details)
                 except Exception as exc:
-                    _log_unexpected(handler.__name__, exc)
+                    log_unexpected(handler.__name__, exc)
                     return error_response(500, "internal", "something went wrong; it is logged")
 
             self.app.route(path, methods=list(methods), authorizer=self.authorizer)(view)
@@ -130,21 +130,13 @@ class Api:
         method = self.request.method
         if method == "GET":
             return handler(principal, **params)
-        action = f"{method} {path}"
-        try:
-            result = handler(principal, **params)
-        except ForewarnError as exc:
-            record_action(self.audit, principal, action, params, outcome=f"refused: {exc.code}")
-            raise
-        record_action(self.audit, principal, action, params, outcome="ok")
-        return result
+        return audited(
+            self.audit, principal, f"{method} {path}", params, lambda: handler(principal, **params)
+        )
 
     @property
     def request(self) -> Request:
-        request = self.app.current_request
-        if request is None:
-            raise RuntimeError("no request is being handled")
-        return request
+        return current_request(self.app)
 
     def principal(self) -> auth.Principal:
         context = (self.request.context or {}).get("authorizer") or {}
@@ -192,11 +184,18 @@ class Api:
         )
 
 
+def current_request(app: Chalice) -> Request:
+    request = app.current_request
+    if request is None:
+        raise RuntimeError("no request is being handled")
+    return request
+
+
 def _admits(roles: tuple[str, ...], role: str) -> bool:
     return role == auth.ADMIN or role in roles
 
 
-def _log_unexpected(handler: str, exc: Exception) -> None:
+def log_unexpected(handler: str, exc: Exception) -> None:
     # Where it broke, without the exception's message: messages can carry customer data.
     frames = [
         f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}"

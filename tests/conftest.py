@@ -92,6 +92,39 @@ def run_queues(stack: Stack) -> Iterator[Any]:
     runner.stop()
 
 
+# -- the brand's X account on the local X server -------------------------------------------------
+
+X_BEARER = "test-bearer-AAAAAAAAAAAAAAAAAAAAAFAKE"
+X_SECRET = {
+    "bearer_token": X_BEARER,
+    "consumer_key": "test-consumer-key",
+    "consumer_secret": "test-consumer-secret",
+    "access_token": "test-access-token",
+    "access_token_secret": "test-access-token-secret",
+}
+
+
+@pytest.fixture
+def brand_x(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The local X server, named by `X_API_URL`, and the stage's X secret, so that
+    `x.x_poster()` reaches it as on a local stack."""
+    from chalicelib import aws, runtime
+    from chalicelib.config import settings
+    from forewarn_cli.local.xserver import XServer
+
+    server = XServer(bearer_token=X_BEARER)
+    server.start()
+    monkeypatch.setenv("X_API_URL", server.url)
+    runtime.reset()
+    aws.client("secretsmanager").put_secret_value(
+        SecretId=settings().x_secret_id, SecretString=json.dumps(X_SECRET)
+    )
+    yield server
+    server.stop()
+    monkeypatch.undo()
+    runtime.reset()
+
+
 # -- the console in a browser ----------------------------------------------------------------
 # Debian's chromium driven by Playwright, against the stack `make run` starts (moto, the
 # Chalice local server, the queue workers), run in this process so that tests can put data in

@@ -3,45 +3,18 @@ customers' notices never held up by X. Posts reach the local X server through tw
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from conftest import Stack
 from factories import customer
 
-from chalicelib import aws, broadcasts, incidents, runtime, x
-from chalicelib.config import settings
+from chalicelib import broadcasts, incidents
 from chalicelib.domain import BroadcastStatus, Phase
 from chalicelib.errors import BadRequest
 from chalicelib.runtime import services
 from forewarn_cli.local.xserver import XServer
-
-BEARER = "test-bearer-AAAAAAAAAAAAAAAAAAAAAPUBLIC"
-SECRET = {
-    "bearer_token": BEARER,
-    "consumer_key": "k",
-    "consumer_secret": "s",
-    "access_token": "t",
-    "access_token_secret": "ts",
-}
-
-
-@pytest.fixture
-def local_x(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[XServer]:
-    server = XServer(bearer_token=BEARER)
-    server.start()
-    monkeypatch.setenv("X_API_URL", server.url)
-    runtime.reset()
-    aws.client("secretsmanager").put_secret_value(
-        SecretId=settings().x_secret_id, SecretString=json.dumps(SECRET)
-    )
-    yield server
-    server.stop()
-    monkeypatch.undo()
-    runtime.reset()
-    x.reset()
 
 
 def outage(count: int = 2) -> str:
@@ -64,7 +37,7 @@ def send(incident_id: str, phase: Phase = Phase.INITIAL, **payload: Any) -> str:
 
 
 def test_a_public_initial_is_posted_once_and_its_follow_ups_reply_in_a_thread(
-    local_x: XServer, run_queues: Callable[..., Any], stack: Stack
+    brand_x: XServer, run_queues: Callable[..., Any], stack: Stack
 ) -> None:
     incident_id = outage()
     initial = send(incident_id)
@@ -73,7 +46,7 @@ def test_a_public_initial_is_posted_once_and_its_follow_ups_reply_in_a_thread(
     run_queues()
     resolved = send(incident_id, Phase.RESOLVED)
     run_queues()
-    first, second, third = local_x.created
+    first, second, third = brand_x.created
     assert first.in_reply_to_tweet_id is None
     assert "mobile" in first.text
     assert second.in_reply_to_tweet_id == first.id
@@ -87,19 +60,19 @@ def test_a_public_initial_is_posted_once_and_its_follow_ups_reply_in_a_thread(
 
 
 def test_a_repeated_planner_step_posts_nothing_twice(
-    local_x: XServer, run_queues: Callable[..., Any]
+    brand_x: XServer, run_queues: Callable[..., Any]
 ) -> None:
     initial = send(outage())
     broadcasts.plan_step(services(), initial)
     broadcasts.plan_step(services(), initial)
     run_queues()
-    assert len(local_x.created) == 1
+    assert len(brand_x.created) == 1
 
 
 def test_when_x_fails_customers_are_still_told_and_the_failure_shows(
-    local_x: XServer, run_queues: Callable[..., Any], stack: Stack
+    brand_x: XServer, run_queues: Callable[..., Any], stack: Stack
 ) -> None:
-    local_x.respond_next("POST", "/2/tweets", status=503, body={"title": "Service Unavailable"})
+    brand_x.respond_next("POST", "/2/tweets", status=503, body={"title": "Service Unavailable"})
     initial = send(outage())
     run_queues()
     final = broadcasts.get_broadcast(services().store, initial)
@@ -109,7 +82,7 @@ def test_when_x_fails_customers_are_still_told_and_the_failure_shows(
     assert (final.public_post_error or "").startswith("not posted")
     # Never retried on its own: a post that failed may still have gone out.
     broadcasts.plan_step(services(), initial)
-    assert local_x.created == []
+    assert brand_x.created == []
 
 
 def test_a_public_post_too_long_for_x_cannot_be_approved(stack: Stack) -> None:

@@ -3,9 +3,8 @@ its credentials in Secrets Manager, and the per-author limit kept in DynamoDB.""
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -14,44 +13,14 @@ import pytest
 from conftest import Stack
 from listening_factories import flag_post
 
-from chalicelib import aws, incidents, replies, x
-from chalicelib.config import settings
+from chalicelib import incidents, replies, x
 from chalicelib.domain import utcnow
 from chalicelib.errors import BadRequest, Conflict, ForewarnError
 from chalicelib.runtime import services, signals
 from chalicelib.signals_store import REPLIES_KEY, FlagFilter, ReplySlot
 from forewarn_cli.local.xserver import XServer
 
-BEARER = "test-bearer-AAAAAAAAAAAAAAAAAAAAAFAKE"
-SECRET = {
-    "bearer_token": BEARER,
-    "consumer_key": "test-consumer-key",
-    "consumer_secret": "test-consumer-secret",
-    "access_token": "test-access-token",
-    "access_token_secret": "test-access-token-secret",
-}
 NOW = utcnow().replace(microsecond=0)
-
-
-@pytest.fixture
-def local_x(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[XServer]:
-    """The local X server, named by `X_API_URL`, and the stage's X secret, so that
-    `x.x_poster()` reaches it as on a local stack."""
-    server = XServer(bearer_token=BEARER)
-    server.start()
-    monkeypatch.setenv("X_API_URL", server.url)
-    settings.cache_clear()
-    manager = aws.client("secretsmanager")
-    try:
-        manager.create_secret(Name=settings().x_secret_id, SecretString=json.dumps(SECRET))
-    except manager.exceptions.ResourceExistsException:  # the stack made it
-        manager.put_secret_value(SecretId=settings().x_secret_id, SecretString=json.dumps(SECRET))
-    x.reset()
-    yield server
-    server.stop()
-    monkeypatch.undo()
-    settings.cache_clear()
-    x.reset()
 
 
 def complaint(
@@ -83,9 +52,9 @@ def link_incident(post_id: str) -> str:
 
 
 def test_a_reply_reaches_x_as_a_reply_to_the_post_and_marks_the_flag_handled(
-    local_x: XServer,
+    brand_x: XServer,
 ) -> None:
-    post_id = complaint(local_x)
+    post_id = complaint(brand_x)
     link_incident(post_id)
     form = {"template": "outage_ack", "status_link": "https://status.example.com"}
     expected = (
@@ -94,10 +63,10 @@ def test_a_reply_reaches_x_as_a_reply_to_the_post_and_marks_the_flag_handled(
     )
 
     assert replies.preview_reply(services().store, signals(), post_id, form) == expected
-    assert local_x.created == []  # a preview posts nothing
+    assert brand_x.created == []  # a preview posts nothing
     flag = reply(post_id, form, now=NOW)
 
-    [created] = local_x.created
+    [created] = brand_x.created
     assert created.in_reply_to_tweet_id == post_id
     assert created.text == expected
     assert flag["state"] == "handled"
@@ -114,27 +83,27 @@ def test_a_reply_reaches_x_as_a_reply_to_the_post_and_marks_the_flag_handled(
 
 
 def test_a_third_reply_to_the_same_author_within_the_window_is_refused_and_nothing_is_posted(
-    local_x: XServer,
+    brand_x: XServer,
 ) -> None:
-    first, second, third = (complaint(local_x, text=f"@ForewarnTel down again {i}") for i in "123")
-    other_author = complaint(local_x, handle="lee")
+    first, second, third = (complaint(brand_x, text=f"@ForewarnTel down again {i}") for i in "123")
+    other_author = complaint(brand_x, handle="lee")
     reply(first, {"template": "dm_us"}, now=NOW)
     reply(second, custom("Hi @{{ handle }}, an engineer is on it."), now=NOW + timedelta(hours=23))
 
     with pytest.raises(Conflict, match="2 replies within the last 24 hours, the limit"):
         reply(third, custom("Hi again"), now=NOW + timedelta(hours=23, minutes=59))
 
-    assert len(local_x.created) == 2
+    assert len(brand_x.created) == 2
     assert signals().get_flag(third)["state"] == "open"
     assert "reply_id" not in signals().get_flag(third)
     # The limit is per author: someone else still gets a reply.
     reply(other_author, {"template": "dm_us"}, now=NOW + timedelta(hours=23, minutes=59))
     # The window slides: the first reply's slot frees 24 hours after it, the second's not yet.
     reply(third, custom("Hi again"), now=NOW + timedelta(hours=24))
-    fourth = complaint(local_x, text="@ForewarnTel down again 4")
+    fourth = complaint(brand_x, text="@ForewarnTel down again 4")
     with pytest.raises(Conflict, match="limit per author"):
         reply(fourth, custom("Hi once more"), now=NOW + timedelta(hours=24, minutes=1))
-    assert len(local_x.created) == 4
+    assert len(brand_x.created) == 4
 
 
 def run_together(calls: list[Callable[[], object]]) -> list[object]:
@@ -157,8 +126,8 @@ def run_together(calls: list[Callable[[], object]]) -> list[object]:
     return results
 
 
-def test_two_replies_racing_for_the_last_slot_cannot_both_go_out(local_x: XServer) -> None:
-    first, left, right = (complaint(local_x, text=f"@ForewarnTel outage {i}") for i in "123")
+def test_two_replies_racing_for_the_last_slot_cannot_both_go_out(brand_x: XServer) -> None:
+    first, left, right = (complaint(brand_x, text=f"@ForewarnTel outage {i}") for i in "123")
     reply(first, {"template": "dm_us"}, now=NOW)
 
     results = run_together(
@@ -169,7 +138,7 @@ def test_two_replies_racing_for_the_last_slot_cannot_both_go_out(local_x: XServe
     )
 
     assert sorted(type(r).__name__ for r in results) == ["Conflict", "dict"]
-    assert len(local_x.created) == 2
+    assert len(brand_x.created) == 2
 
 
 def test_the_counter_hands_out_no_more_slots_than_the_limit_to_concurrent_takers(
@@ -190,8 +159,8 @@ def test_the_counter_hands_out_no_more_slots_than_the_limit_to_concurrent_takers
     assert take(7) is None
 
 
-def test_two_replies_to_the_same_post_at_once_post_one(local_x: XServer) -> None:
-    post_id = complaint(local_x)
+def test_two_replies_to_the_same_post_at_once_post_one(brand_x: XServer) -> None:
+    post_id = complaint(brand_x)
 
     results = run_together(
         [
@@ -201,7 +170,7 @@ def test_two_replies_to_the_same_post_at_once_post_one(local_x: XServer) -> None
     )
 
     assert sorted(type(r).__name__ for r in results) == ["Conflict", "dict"]
-    assert len(local_x.created) == 1
+    assert len(brand_x.created) == 1
 
 
 @pytest.mark.parametrize(
@@ -217,11 +186,11 @@ def test_two_replies_to_the_same_post_at_once_post_one(local_x: XServer) -> None
     ],
 )
 def test_an_x_failure_gives_the_slot_back_and_leaves_the_flag_open(
-    local_x: XServer, status: int, headers: dict[str, str], error: str, code: str
+    brand_x: XServer, status: int, headers: dict[str, str], error: str, code: str
 ) -> None:
-    post_id = complaint(local_x)
-    other = complaint(local_x, text="@ForewarnTel still nothing")
-    local_x.respond_next(
+    post_id = complaint(brand_x)
+    other = complaint(brand_x, text="@ForewarnTel still nothing")
+    brand_x.respond_next(
         "POST", "/2/tweets", status=status, body={"title": "Unavailable"}, headers=headers
     )
 
@@ -229,14 +198,14 @@ def test_an_x_failure_gives_the_slot_back_and_leaves_the_flag_open(
         reply(post_id, custom("Sorry about that"), now=NOW)
 
     assert failed.value.code == code
-    assert local_x.created == []
+    assert brand_x.created == []
     flag = signals().get_flag(post_id)
     assert flag["state"] == "open"
     assert "reply_id" not in flag
     # No quota lost and the post is free again: the author still gets both replies.
     reply(post_id, custom("Sorry about that"), now=NOW)
     reply(other, {"template": "dm_us"}, now=NOW)
-    assert len(local_x.created) == 2
+    assert len(brand_x.created) == 2
 
 
 @pytest.mark.parametrize(
@@ -254,9 +223,9 @@ def test_an_x_failure_gives_the_slot_back_and_leaves_the_flag_open(
     ],
 )
 def test_wording_that_does_not_render_or_fit_is_refused_before_anything_is_posted(
-    local_x: XServer, form: dict[str, str], message: str
+    brand_x: XServer, form: dict[str, str], message: str
 ) -> None:
-    post_id = complaint(local_x)
+    post_id = complaint(brand_x)
 
     with pytest.raises(BadRequest, match=message.replace("(", r"\(")) as preview:
         replies.preview_reply(services().store, signals(), post_id, form)
@@ -264,37 +233,37 @@ def test_wording_that_does_not_render_or_fit_is_refused_before_anything_is_poste
         reply(post_id, form, now=NOW)
 
     assert refused.value.message == preview.value.message
-    assert local_x.created == []
+    assert brand_x.created == []
     # Nothing was claimed or counted: both of the author's replies are still there.
     reply(post_id, custom("x" * 280), now=NOW)
-    reply(complaint(local_x, text="@ForewarnTel again"), {"template": "dm_us"}, now=NOW)
-    assert len(local_x.created[0].text) == 280
+    reply(complaint(brand_x, text="@ForewarnTel again"), {"template": "dm_us"}, now=NOW)
+    assert len(brand_x.created[0].text) == 280
 
 
-def test_a_post_already_replied_to_is_refused(local_x: XServer) -> None:
-    post_id = complaint(local_x)
+def test_a_post_already_replied_to_is_refused(brand_x: XServer) -> None:
+    post_id = complaint(brand_x)
     reply(post_id, {"template": "dm_us"}, now=NOW)
 
     with pytest.raises(Conflict, match=f"post {post_id} was already replied to"):
         reply(post_id, custom("One more thing"), now=NOW)
-    assert len(local_x.created) == 1
+    assert len(brand_x.created) == 1
 
 
-def test_template_syntax_in_a_post_or_its_handle_is_data_not_code(local_x: XServer) -> None:
+def test_template_syntax_in_a_post_or_its_handle_is_data_not_code(brand_x: XServer) -> None:
     post_id = complaint(
-        local_x, handle="{{ 7*7 }}", text="@ForewarnTel {{ 7*7 }} {% for i in range(9) %}"
+        brand_x, handle="{{ 7*7 }}", text="@ForewarnTel {{ 7*7 }} {% for i in range(9) %}"
     )
 
     flag = reply(post_id, custom("Hi @{{ handle }}, sorry! {{ handle | length }}"), now=NOW)
 
     assert flag["reply_text"] == "Hi @{{ 7*7 }}, sorry! 9"
-    assert local_x.created[0].text == flag["reply_text"]
+    assert brand_x.created[0].text == flag["reply_text"]
 
 
 def test_a_reply_posted_but_not_recorded_is_never_posted_again(
-    local_x: XServer, monkeypatch: pytest.MonkeyPatch
+    brand_x: XServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    post_id = complaint(local_x)
+    post_id = complaint(brand_x)
     tables = signals()
 
     def broken(*_: object, **__: object) -> None:
@@ -304,9 +273,9 @@ def test_a_reply_posted_but_not_recorded_is_never_posted_again(
         patch.setattr(tables, "record_reply", broken)
         flag = reply(post_id, {"template": "dm_us"}, now=NOW)
 
-    [created] = local_x.created
+    [created] = brand_x.created
     assert flag["reply_id"] == created.id
     assert "do not reply again" in flag["warning"]
     with pytest.raises(Conflict, match="already under way"):
         reply(post_id, custom("Trying again"), now=NOW)
-    assert len(local_x.created) == 1
+    assert len(brand_x.created) == 1
