@@ -41,7 +41,18 @@ from chalicelib.store import Store
 
 log = logging.getLogger(__name__)
 
-_FIELDS = {"incident_id", "phase", "channels", "audience", "template", "variables", "public_post"}
+_FIELDS = {
+    "incident_id",
+    "phase",
+    "channels",
+    "audience",
+    "template",
+    "variables",
+    "public_post",
+}
+# What a status source said that led to a broadcast: shown on the incident's timeline.
+SOURCE_UPDATE_FIELDS = ("source", "status", "body", "display_at")
+MAX_SOURCE_UPDATE_LENGTH = 2000
 # `window_start` and `window_end` bound a planned maintenance (ISO 8601 with an offset, kept
 # in UTC); templates show them in each customer's own zone.
 VARIABLES = ("workaround", "status_link", "window_start", "window_end")
@@ -106,9 +117,24 @@ def _window(variables: dict[str, str]) -> dict[str, str]:
     return variables
 
 
+def _source_update(value: object) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or set(value) - set(SOURCE_UPDATE_FIELDS):
+        raise BadRequest(f"source_update must be an object of {', '.join(SOURCE_UPDATE_FIELDS)}")
+    return {key: str(value.get(key, ""))[:MAX_SOURCE_UPDATE_LENGTH] for key in SOURCE_UPDATE_FIELDS}
+
+
 def create_broadcast(
-    services: Services, payload: object, *, actor: str, now: datetime | None = None
+    services: Services,
+    payload: object,
+    *,
+    actor: str,
+    now: datetime | None = None,
+    source_update: Mapping[str, str] | None = None,
 ) -> Broadcast:
+    """A draft. `source_update` is what a status source said (its poller passes it; the API
+    cannot, so nobody can put words in a source's mouth on the incident's timeline)."""
     if not isinstance(payload, Mapping):
         raise BadRequest("request body must be a JSON object")
     unknown = sorted(set(payload) - _FIELDS)
@@ -156,6 +182,7 @@ def create_broadcast(
         created_at=iso(now or utcnow()),
         counts={c: ChannelCounts() for c in channels},
         public_post=public_post,
+        source_update=_source_update(source_update),
     )
     services.store.create_broadcast(broadcast)
     return broadcast

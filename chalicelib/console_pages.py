@@ -40,6 +40,7 @@ NOTICES = {
 
 
 def dashboard(services: Services, signals: SignalTables) -> Page:
+    open_issues = signals.issues("open", limit=20)
     issues = [
         {
             "issue": issue,
@@ -47,10 +48,26 @@ def dashboard(services: Services, signals: SignalTables) -> Page:
                 issue.counts, title=f"{issue.topic}: {issue.cluster}", chart_id=issue.issue_id
             ),
         }
-        for issue in signals.issues("open", limit=20)
+        for issue in open_issues
     ]
+    # An incident that complaints on X opened or joined shows their volume and negative share.
+    linked = {issue.incident_id: issue for issue in open_issues if issue.incident_id}
     rows = [
-        {"incident": incident, "deliveries": _delivery_figures(services, incident)}
+        {
+            "incident": incident,
+            "deliveries": _delivery_figures(services, incident),
+            "chart": (
+                charts.issue_chart(
+                    linked[incident.incident_id].counts,
+                    title=f"Complaints on X: {incident.title}",
+                    width=360,
+                    height=140,
+                    chart_id=f"inc-{incident.incident_id}",
+                )
+                if incident.incident_id in linked
+                else ""
+            ),
+        }
         for incident in services.store.open_incidents(limit=50)
     ]
     return Page("dashboard.html.j2", {"title": "Dashboard", "issues": issues, "incidents": rows})
@@ -167,6 +184,11 @@ def incident_page(
     events: list[tuple[str, str]] = [(incident.created_at, "Incident opened")]
     events += [(i.opened_at, f"Emerging issue on X: {i.topic}: {i.cluster}") for i in issues]
     for b in found:
+        said = b.source_update
+        if said:
+            events.append(
+                (said["display_at"], f"{said['source']} said ({said['status']}): {said['body']}")
+            )
         events.append((b.created_at, f"{b.phase.value} notice drafted by {b.created_by}"))
         if b.approved_at:
             events.append((b.approved_at, f"{b.phase.value} notice approved by {b.approved_by}"))

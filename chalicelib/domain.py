@@ -289,6 +289,7 @@ class Broadcast:
     public_post: bool = False
     public_post_id: str | None = None
     public_post_error: str | None = None
+    source_update: dict[str, str] | None = None
     planning_done: bool = False
     plan_cursor: str = ""
     plan_touched: int = 0
@@ -318,6 +319,7 @@ class Broadcast:
             "public_post": self.public_post,
             "public_post_id": self.public_post_id,
             "public_post_error": self.public_post_error,
+            "source_update": dict(self.source_update) if self.source_update else None,
             "planning_done": self.planning_done,
             "unreachable": self.unreachable,
             "counts": {

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chalicelib import aws, broadcasts, causes, incidents, notices
+from chalicelib import aws, broadcasts, causes, domain, incidents, notices
 from chalicelib.broadcasts import Services
 from chalicelib.domain import Broadcast, BroadcastStatus, Incident, IncidentStatus, Phase, utcnow
 from chalicelib.errors import BadRequest, Conflict, ForewarnError, NotFound, Unauthorized
@@ -1055,6 +1055,17 @@ class Applier:
                 variables["window_end"] = iso(ends)
         if variables:
             payload["variables"] = variables
+        covered = [u for u in action.incident.updates if u.update_id in action.covers]
+        if covered:
+            # What the source said, kept with the notice for the incident's timeline.
+            latest = max(covered, key=lambda u: u.display_at)
+            payload["source_update"] = {
+                "source": config.source_id,
+                "status": latest.status,
+                "body": latest.body,
+                # Whole seconds, as every other time on the timeline.
+                "display_at": domain.iso(latest.display_at),
+            }
         return payload
 
     def _broadcast(
@@ -1105,8 +1116,13 @@ class Applier:
             if token is None:
                 continue
             try:
+                said = payload.get("source_update")
                 broadcast = broadcasts.create_broadcast(
-                    self.services, payload, actor=config.actor, now=self.now
+                    self.services,
+                    {k: v for k, v in payload.items() if k != "source_update"},
+                    actor=config.actor,
+                    now=self.now,
+                    source_update=said,
                 )
             except ForewarnError:
                 # Refused before anything was written: nothing to adopt, free the claim now.

@@ -782,6 +782,11 @@ def _broadcast_from(item: Item) -> Broadcast:
         public_post=bool(item.get("public_post", False)),
         public_post_id=item.get("public_post_id"),
         public_post_error=item.get("public_post_error"),
+        source_update=(
+            {str(k): str(v) for k, v in item["source_update"].items()}
+            if item.get("source_update")
+            else None
+        ),
         planning_done=bool(item.get("planning_done", False)),
         plan_cursor=str(item.get("plan_cursor", "")),
         plan_touched=int(item.get("plan_touched", 0)),

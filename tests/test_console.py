@@ -15,6 +15,7 @@ from chalice.test import Client
 from conftest import Stack
 from listening_factories import HOSTILE_TEXTS, flag_post
 from test_api import call, concrete, token
+from test_social_api import issue_id  # noqa: F401 (a fixture: an open issue with flags)
 
 import app as forewarn_app
 from chalicelib import aws
@@ -363,3 +364,47 @@ def test_the_ivr_finds_a_caller_through_the_api_and_ops_only(client: Client) -> 
     assert call(client, "GET", "/api/lookup?q=c9999")[0] == 404
     assert call(client, "GET", "/api/lookup?q=")[0] == 400
     assert call(client, "GET", "/api/lookup?q=c0042", role="social")[0] == 403
+
+
+def test_the_incident_timeline_shows_what_a_status_source_said_and_the_api_cannot_forge_it(
+    client: Client,
+) -> None:
+    from chalicelib import broadcasts
+    from chalicelib.runtime import services
+
+    _, incident = call(client, "POST", "/api/incidents", {"title": "Fibre cut", "services": ["tv"]})
+    said = {
+        "source": "carrier",
+        "status": "identified",
+        "body": "Engineers found <the> fault",
+        "display_at": "2026-03-02T09:05:00Z",
+    }
+    broadcasts.create_broadcast(
+        services(),
+        {"incident_id": incident["incident_id"]},
+        actor="source:carrier",
+        source_update=said,
+    )
+    page = text(
+        get(client, f"/console/incidents/{incident['incident_id']}", session(client, "olivia.ops"))
+    )
+    assert "carrier said (identified): Engineers found &lt;the&gt; fault" in page
+    status, body = call(
+        client,
+        "POST",
+        "/api/broadcasts",
+        {"incident_id": incident["incident_id"], "source_update": said},
+    )
+    assert status == 400
+    assert "unknown fields: source_update" in body["error"]["message"]
+
+
+def test_the_dashboard_charts_an_issue_and_the_incident_it_opened(
+    client: Client,
+    issue_id: str,  # noqa: F811
+) -> None:
+    status, promoted = call(client, "POST", f"/api/emerging/{issue_id}/incident", {})
+    assert status == 201
+    page = text(get(client, "/console", session(client, "olivia.ops")))
+    assert page.count("<svg") == 2
+    assert f"Complaints on X: {promoted['incident']['title']}" in page

@@ -163,6 +163,19 @@ def test_each_phase_of_an_upstream_incident_reaches_the_same_customers_once(
     assert all(b.status is BroadcastStatus.SENT for b in sent)
     assert {b.created_by for b in sent} == {"source:carrier"}
     assert sent[0].variables == {"status_link": "https://stspg.io/up1"}
+    # What the page said stays with each notice, for the incident's timeline.
+    assert [(b.source_update or {}).get("body") for b in sent] == [
+        "investigating: details",
+        "identified: details",
+        "monitoring: details",
+        "resolved: details",
+    ]
+    assert sent[1].source_update == {
+        "source": "carrier",
+        "status": "identified",
+        "body": "identified: details",
+        "display_at": stamp(12),
+    }
     incident = services().store.get_incident(forewarn_incident_id("carrier", "up1"))
     assert incident is not None
     assert incident.status is IncidentStatus.RESOLVED
