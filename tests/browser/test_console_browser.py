@@ -308,3 +308,38 @@ def test_the_social_team_filters_the_queue_and_links_a_post_to_an_incident(
     expect(page.get_by_role("status")).to_have_text("Linked to the incident.")
     assert "min_followers=50000" in page.url  # back to the same filtered queue
     assert signals().get_flag("7301")["incident_id"] == incident.incident_id
+
+
+def test_ops_preview_a_notice_as_a_french_speaking_customer_and_read_the_audit_log(
+    local_stack: LocalStack, page: Any
+) -> None:
+    from factories import customer
+
+    from chalicelib import broadcasts, incidents
+    from chalicelib.runtime import services
+
+    store = services().store
+    store.upsert_customer(customer(880, services=(("tv", "lake", "60601"),), locale="fr-CA"))
+    payload = {"title": "TV outage by the lake", "services": ["tv"], "regions": ["lake"]}
+    incident = incidents.create_incident(store, payload)
+    draft = broadcasts.create_broadcast(
+        services(), {"incident_id": incident.incident_id}, actor="o"
+    )
+    flag_post("7401", "@AcmeTel thanks, all good now", handle="happy_hal", label="positive")
+
+    sign_in(page, local_stack, "ops", f"/console/broadcasts/{draft.broadcast_id}")
+    page.get_by_label("As customer").fill("c0880")
+    page.get_by_role("button", name="Show").click()
+    expect(page.get_by_text("For customer c0880, locale fr-CA")).to_be_visible()
+    assert "travaillons" in page.get_by_role("article", name="sms preview").inner_text()
+
+    page.goto(f"{local_stack.api_url}/console/flags?sentiment=positive")
+    page.get_by_role("article").filter(has_text="@happy_hal").get_by_role(
+        "button", name="Mark handled"
+    ).click()
+    expect(page.get_by_role("status")).to_have_text("Marked as handled.")
+    page.get_by_role("link", name="Audit log").click()
+    first = page.get_by_role("row").nth(1).inner_text()
+    assert "olivia.ops" in first
+    assert "POST /console/flags/{post_id}/{action}" in first
+    assert "action=handle, post_id=7401" in first
