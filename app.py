@@ -29,6 +29,7 @@ from chalicelib import (
     replies,
     shipment_api,
     signin,
+    suppressions,
     topics,
 )
 from chalicelib.auth import OPS, SOCIAL, Principal
@@ -151,6 +152,13 @@ def deliver_notices(event: SQSEvent) -> dict[str, Any]:
 def deliver_customer_notices(event: SQSEvent) -> dict[str, Any]:
     messages = [QueueMessage.from_record(record.to_dict()) for record in event]
     failed = customer_notices.handle_batch(services(), messages)
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
+
+
+@app.on_sqs_message(queue=names.feedback_queue, batch_size=10)
+def apply_feedback(event: SQSEvent) -> dict[str, Any]:
+    messages = [QueueMessage.from_record(record.to_dict()) for record in event]
+    failed = suppressions.handle_batch(services(), messages)
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
 
 

@@ -61,6 +61,10 @@ class Names:
         return self.table("flags")
 
     @property
+    def suppressions(self) -> str:
+        return self.table("suppressions")
+
+    @property
     def audit(self) -> str:
         return self.table("audit")
 
@@ -83,6 +87,10 @@ class Names:
     @property
     def planner_queue(self) -> str:
         return f"forewarn-{self.stage}-planner"
+
+    @property
+    def feedback_queue(self) -> str:
+        return f"forewarn-{self.stage}-feedback"
 
     @property
     def delivery_queue(self) -> str:

@@ -45,6 +45,7 @@ from chalicelib.shipments import (
     return_received_event,
 )
 from chalicelib.store import ClaimState
+from chalicelib.suppressions import Suppressions
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Outcome(StrEnum):
     RETRY = "retry"
     DROPPED = "dropped"
     DEFERRED = "deferred"
+    SUPPRESSED = "suppressed"
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,12 @@ def deliver_notice(services: Services, job: NoticeJob, *, now: datetime) -> Resu
         settle("sent", reason="in doubt: the previous worker stopped after calling the provider")
         return Result(Outcome.DUPLICATE)
     contact = customer.contact(channel)
+    table = Suppressions(services.settings.names, store.db)
+    why = table.reasons([(channel, contact)]) if contact else {}
+    if why:
+        # Opted out or bounced: counted on the ledger as suppressed, never sent.
+        settle("suppressed", reason=f"suppressed: {next(iter(why.values()))}")
+        return Result(Outcome.SUPPRESSED)
     try:
         if notice is None or not contact:
             raise channels.PermanentSendError(render_error or f"no {channel.value} contact")

@@ -22,6 +22,8 @@ from chalicelib.broadcasts import Services, finish_if_complete, render_for
 from chalicelib.domain import Broadcast, BroadcastStatus, Channel, Customer, Incident
 from chalicelib.errors import ForewarnError
 from chalicelib.store import ClaimState
+from chalicelib.suppressions import Suppressions
+from chalicelib.suppressions import key as suppression_key
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class Outcome(StrEnum):
     RETRY = "retry"
     DROPPED = "dropped"
     HALTED = "halted"
+    SUPPRESSED = "suppressed"
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,15 @@ class BatchContext:
     services: Services
     broadcasts: dict[str, Broadcast | None] = field(default_factory=dict)
     incidents: dict[str, Incident | None] = field(default_factory=dict)
+    # `suppressions.key(channel, address)` → why, for the batch's recipients: one read.
+    suppressed: dict[str, str] = field(default_factory=dict)
+
+    def load_suppressions(self, jobs: Sequence[DeliveryJob]) -> None:
+        addresses = [
+            (job.channel, contact) for job in jobs if (contact := job.customer.contact(job.channel))
+        ]
+        table = Suppressions(self.services.settings.names, self.services.store.db)
+        self.suppressed = table.reasons(addresses)
 
     def lookup(self, broadcast_id: str) -> tuple[Broadcast, Incident] | None:
         store = self.services.store
@@ -114,6 +126,9 @@ def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
         )
         return Outcome.DUPLICATE
     contact = job.customer.contact(channel)
+    if contact and (why := context.suppressed.get(suppression_key(channel, contact))):
+        settle(status="suppressed", counter="suppressed", reason=f"suppressed: {why}")
+        return Outcome.SUPPRESSED
     try:
         if notice is None or not contact:
             raise channels.PermanentSendError(render_error or f"no {channel.value} contact")
@@ -152,14 +167,16 @@ def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) ->
     context = BatchContext(services)
     failed: list[str] = []
     touched: set[str] = set()
+    parsed: list[tuple[queues.QueueMessage, list[DeliveryJob]]] = []
     for message in messages:
         try:
-            jobs = DeliveryJob.from_message(message.body)
+            parsed.append((message, DeliveryJob.from_message(message.body)))
         except (ValueError, KeyError, TypeError, AttributeError):
             # Never succeeds: let it reach the dead-letter queue for a person to look at.
             log.error("malformed delivery job %s", message.message_id)
             failed.append(message.message_id)
-            continue
+    context.load_suppressions([job for _, jobs in parsed for job in jobs])
+    for message, jobs in parsed:
         outcomes = [_deliver_safely(job, context, message.message_id) for job in jobs]
         touched.update(job.broadcast_id for job in jobs)
         if Outcome.RETRY in outcomes:

@@ -105,7 +105,7 @@ def test_the_template_merges_infra_and_reports_partial_batch_failures(package: P
     assert {"DeliveryQueue", "DeliveriesTable", "SenderIdentity", "DeliverNotices"} <= set(
         resources
     )
-    for function in ("DeliverNotices", "DeliverCustomerNotices"):
+    for function in ("DeliverNotices", "DeliverCustomerNotices", "ApplyFeedback"):
         events = resources[function]["Properties"]["Events"]
         sqs = events[f"{function}SqsEventSource"]["Properties"]
         assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"], function

@@ -949,6 +949,23 @@ def test_a_permanent_send_error_settles_the_notice_failed_with_its_reason(
     assert row["reason"] == "InvalidParameter: not a mobile number"
 
 
+def test_a_customer_who_texted_stop_gets_no_parcel_notice_and_it_is_counted_suppressed(
+    env: Env, stack: Stack
+) -> None:
+    from chalicelib.domain import Channel
+    from chalicelib.suppressions import Suppressions
+
+    register(USPS)
+    Suppressions(services().settings.names).suppress(
+        Channel.SMS, "+14155550001", reason="texted STOP"
+    )
+    post_easypost(out_for_delivery_body())
+    assert work(notice_messages()) == []
+    assert sms_texts(stack) == []
+    (row,) = services().store.deliveries(f"shp_{USPS}_shipment_out_for_delivery_1")
+    assert (row["status"], row["reason"]) == ("suppressed", "suppressed: texted STOP")
+
+
 def test_a_notice_for_an_unknown_customer_is_dropped_not_retried(env: Env, stack: Stack) -> None:
     notice_id = f"shp_{USPS}_shipment_delivered_1"
     job: dict[str, Any] = {

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,14 @@ def _resolve(value: Any, params: Mapping[str, str]) -> str:
         return value
     if isinstance(value, dict) and "Ref" in value:
         return params[value["Ref"]]
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        # Only what the direct resources ask for: a queue's ARN (its physical id is its URL).
+        logical, attribute = value["Fn::GetAtt"]
+        url = urlsplit(params[logical])
+        host = url.hostname or ""
+        if attribute == "Arn" and host.startswith("sqs."):
+            account, name = url.path.strip("/").split("/")
+            return f"arn:aws:sqs:{host.split('.')[1]}:{account}:{name}"
     if isinstance(value, dict) and "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
         text: str = value["Fn::Sub"]
         for key, val in params.items():
