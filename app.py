@@ -130,6 +130,11 @@ def dry_run_broadcast(principal: Principal, broadcast_id: str) -> dict[str, Any]
     return broadcasts.dry_run(services(), broadcast_id)
 
 
+@api.route("/api/broadcasts/{broadcast_id}/reconcile", roles=(OPS,))
+def reconcile_broadcast(principal: Principal, broadcast_id: str) -> dict[str, Any]:
+    return broadcasts.reconcile(services(), broadcast_id)
+
+
 @api.route("/api/broadcasts/{broadcast_id}/halt", methods=("POST",), roles=(OPS,))
 def halt_broadcast(principal: Principal, broadcast_id: str) -> dict[str, Any]:
     return broadcasts.halt(services(), broadcast_id, actor=principal.subject).to_dict()

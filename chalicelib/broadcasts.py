@@ -21,6 +21,7 @@ from typing import Any
 from chalicelib import audiences, notices, queues
 from chalicelib.config import Settings
 from chalicelib.domain import (
+    COUNT_FIELDS,
     DELIVERABLE_CHANNELS,
     AudienceSelector,
     Broadcast,
@@ -395,6 +396,47 @@ def dry_run(services: Services, broadcast_id: str) -> dict[str, Any]:
         "notices": rendered,
         "errors": sum(1 for entry in rendered if "error" in entry),
         "sms_segments": sms_segments,
+    }
+
+
+def reconcile(services: Services, broadcast_id: str) -> dict[str, Any]:
+    """Account for every customer of the broadcast: audience = sent + suppressed + failed
+    (with reasons) + waiting + unreachable, from the counters and, row by row, the ledger;
+    every disagreement between the two, or with the audience, is named in `gaps`."""
+    broadcast = get_broadcast(services.store, broadcast_id)
+    counted = {
+        field: sum(getattr(c, field) for c in broadcast.counts.values()) for field in COUNT_FIELDS
+    }
+    ledger: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    for row in services.store.deliveries(broadcast_id):
+        status = str(row.get("status", ""))
+        ledger[status] += 1
+        if status in ("failed", "suppressed"):
+            reasons[str(row.get("reason") or "no reason recorded")] += 1
+    settled = {status: ledger[status] for status in ("sent", "failed", "suppressed")}
+    waiting = counted["planned"] - sum(settled.values())
+    gaps = [
+        f"{status}: the broadcast counts {counted[status]}, the ledger holds {settled[status]}"
+        for status in settled
+        if counted[status] != settled[status]
+    ]
+    if broadcast.status is BroadcastStatus.SENT and waiting:
+        gaps.append(f"{waiting} planned notice(s) not settled, yet the broadcast is sent")
+    if waiting < 0:
+        gaps.append(f"{-waiting} more notice(s) settled than were planned")
+    return {
+        "broadcast_id": broadcast_id,
+        "status": broadcast.status.value,
+        "planning_done": broadcast.planning_done,
+        "audience": counted["planned"] + broadcast.unreachable,
+        "unreachable": broadcast.unreachable,
+        **settled,
+        "waiting": max(0, waiting),
+        "in_flight": ledger["sending"],
+        "to_retry": ledger["retry"],
+        "reasons": dict(reasons.most_common()),
+        "gaps": gaps,
     }
 
 

@@ -402,6 +402,27 @@ def halt_broadcast(ctx: click.Context, broadcast_id: str) -> None:
     )
 
 
+@broadcast.command("reconcile")
+@click.argument("broadcast_id")
+@click.pass_context
+@api_command
+def reconcile_broadcast(ctx: click.Context, broadcast_id: str) -> None:
+    """Account for every customer: sent, suppressed, failed with reasons, waiting; exits 1
+    and names the gap when the counts do not add up."""
+    r = _client(ctx).get(f"/api/broadcasts/{broadcast_id}/reconcile")
+    click.echo(
+        f"broadcast {broadcast_id} ({r['status']}): audience {r['audience']} = "
+        f"sent {r['sent']} + suppressed {r['suppressed']} + failed {r['failed']} + "
+        f"waiting {r['waiting']} + unreachable {r['unreachable']}"
+    )
+    for reason, count in r["reasons"].items():
+        click.echo(f"  {count:>6}  {reason}")
+    for gap in r["gaps"]:
+        click.secho(f"gap: {gap}", fg="red")
+    if r["gaps"]:
+        sys.exit(1)
+
+
 def _totals(state: dict[str, Any]) -> tuple[int, int]:
     counts = state["counts"].values()
     planned = sum(c["planned"] for c in counts)

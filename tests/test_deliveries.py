@@ -177,3 +177,44 @@ def test_delivery_jobs_carry_ten_recipients_each_and_round_trip_through_json() -
     parsed = [job for m in messages for job in DeliveryJob.from_message(json.dumps(m))]
     assert [(job.customer, job.channel) for job in parsed] == recipients
     assert {job.broadcast_id for job in parsed} == {"b1"}
+
+
+def test_reconcile_accounts_for_every_customer_and_names_a_gap(
+    stack: Stack, faults: Any, run_queues: Callable[..., Any]
+) -> None:
+    from chalicelib.suppressions import Suppressions
+
+    faults(
+        "before-call.sns.Publish",
+        lambda p: provider_error("InvalidParameter") if p["PhoneNumber"].endswith("0001") else None,
+    )
+    Suppressions(services().settings.names).suppress(
+        Channel.SMS, "+14155550002", reason="texted STOP"
+    )
+    broadcast_id = sms_broadcast(4)
+    run_queues()
+    report = broadcasts.reconcile(services(), broadcast_id)
+    assert {k: report[k] for k in ("audience", "sent", "suppressed", "failed", "waiting")} == {
+        "audience": 4,
+        "sent": 2,
+        "suppressed": 1,
+        "failed": 1,
+        "waiting": 0,
+    }
+    assert report["reasons"]["suppressed: texted STOP"] == 1
+    assert any(r.startswith("InvalidParameter") for r in report["reasons"])
+    assert report["gaps"] == []
+
+    # A settle lost between the ledger and the counter shows up, named.
+    aws.client("dynamodb").update_item(
+        TableName=services().settings.names.deliveries,
+        Key={"broadcast_id": {"S": broadcast_id}, "recipient_key": {"S": "c0000#sms"}},
+        UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":s": {"S": "sending"}},
+    )
+    gaps = broadcasts.reconcile(services(), broadcast_id)["gaps"]
+    assert gaps == [
+        "sent: the broadcast counts 2, the ledger holds 1",
+        "1 planned notice(s) not settled, yet the broadcast is sent",
+    ]

@@ -607,6 +607,12 @@ def send_and_wait(service: Service, broadcast_id: str) -> subprocess.CompletedPr
     assert f"broadcast {broadcast_id} is sending" in result.stdout
     assert "delivering" in result.stdout  # the progress bar's label
     assert re.search(rf"^broadcast {broadcast_id}: sent ", result.stdout, re.M), result.stdout
+    # Every customer accounted for: exit 0, nothing waiting, no gap.
+    reconciled = forewarn(service, "broadcast", "reconcile", broadcast_id).stdout
+    assert re.search(
+        r"audience (\d+) = sent \d+ \+ suppressed 0 \+ failed 0 \+ waiting 0", reconciled
+    )
+    assert "gap:" not in reconciled
     return result
 
 
