@@ -26,6 +26,7 @@ from chalicelib import (
     http,
     incidents,
     lookup,
+    queues,
     replies,
     shipment_api,
     signin,
@@ -165,6 +166,11 @@ def apply_feedback(event: SQSEvent) -> dict[str, Any]:
     messages = [QueueMessage.from_record(record.to_dict()) for record in event]
     failed = suppressions.handle_batch(services(), messages)
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
+
+
+@api.route("/api/queues/{queue}/redrive", methods=("POST",), roles=(OPS,))
+def redrive_queue(principal: Principal, queue: str) -> dict[str, Any]:
+    return queues.redrive(names.stage, queue)
 
 
 @app.schedule("rate(1 minute)")

@@ -74,3 +74,47 @@ def retry_later(queue_name: str, receipt_handle: str, seconds: int) -> None:
         # The message still comes back after the queue's own visibility timeout.
         if aws.error_code(exc) not in {"ReceiptHandleIsInvalid", "MessageNotInflight"}:
             raise
+
+
+# The queues with a dead-letter queue (`<name>-dlq`), by the short name ops use.
+REDRIVABLE = ("planner", "deliveries", "notices", "feedback")
+MAX_REDRIVE = 10_000
+
+
+def redrive(stage: str, queue: str, *, limit: int = MAX_REDRIVE) -> dict[str, Any]:
+    """Move messages from a dead-letter queue back to its queue, for another try once the
+    cause is fixed. A message sent but not yet deleted from the DLQ (a crash in between) is
+    then on both: harmless, because every job is idempotent (the ledger, the claims)."""
+    from chalicelib.errors import NotFound
+
+    if queue not in REDRIVABLE:
+        raise NotFound(f"no queue {queue}; one of: {', '.join(REDRIVABLE)}")
+    sqs = aws.client("sqs")
+    source = queue_url(f"forewarn-{stage}-{queue}-dlq")
+    target = queue_url(f"forewarn-{stage}-{queue}")
+    moved = 0
+    while moved < limit:
+        received = sqs.receive_message(
+            QueueUrl=source, MaxNumberOfMessages=min(10, limit - moved), WaitTimeSeconds=0
+        ).get("Messages", [])
+        if not received:
+            break
+        entries = [{"Id": str(i), "MessageBody": m["Body"]} for i, m in enumerate(received)]
+        failed = {
+            f["Id"]
+            for f in sqs.send_message_batch(QueueUrl=target, Entries=entries).get("Failed", [])
+        }
+        done = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+            for i, m in enumerate(received)
+            if str(i) not in failed
+        ]
+        if done:
+            sqs.delete_message_batch(QueueUrl=source, Entries=done)
+        moved += len(done)
+        if failed:
+            break  # what SQS refused stays in the DLQ and shows as left
+    left = sqs.get_queue_attributes(
+        QueueUrl=source, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]["ApproximateNumberOfMessages"]
+    return {"queue": queue, "moved": moved, "left_in_dead_letter_queue": int(left)}

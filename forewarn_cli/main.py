@@ -277,6 +277,33 @@ def update_incident(
     click.echo(f"incident {incident['incident_id']} is {incident['status']}")
 
 
+# -- dead-letter queues -----------------------------------------------------------------------
+
+
+@cli.group()
+def deliveries() -> None:
+    """Delivery queues."""
+
+
+@deliveries.command("redrive")
+@click.option(
+    "--queue",
+    default="deliveries",
+    show_default=True,
+    type=click.Choice(["planner", "deliveries", "notices", "feedback"]),
+    help="Which queue's dead-letter queue to move back.",
+)
+@click.pass_context
+@api_command
+def redrive(ctx: click.Context, queue: str) -> None:
+    """Move what landed in a dead-letter queue back to its queue, once its cause is fixed."""
+    result = _client(ctx).post(f"/api/queues/{queue}/redrive")
+    click.echo(
+        f"{result['moved']} message(s) moved back to {queue}; "
+        f"{result['left_in_dead_letter_queue']} left in its dead-letter queue"
+    )
+
+
 # -- broadcasts -----------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from factories import customer
 from chalicelib import aws, broadcasts, queues, runtime
 from chalicelib.deliveries import DeliveryJob, backoff_seconds, handle_batch
 from chalicelib.domain import BroadcastStatus, Channel
+from chalicelib.errors import NotFound
 from chalicelib.runtime import services
 from chalicelib.store import Store
 
@@ -218,3 +219,29 @@ def test_reconcile_accounts_for_every_customer_and_names_a_gap(
         "sent: the broadcast counts 2, the ledger holds 1",
         "1 planned notice(s) not settled, yet the broadcast is sent",
     ]
+
+
+def test_redrive_moves_dead_letters_back_and_they_are_delivered_once(
+    stack: Stack, run_queues: Callable[..., Any]
+) -> None:
+    from chalicelib import queues as sqs_queues
+
+    broadcast_id = sms_broadcast(2)
+    run_queues()
+    sent = len(stack.delivered()["sms"])
+    # A job that failed earlier and ended in the dead-letter queue, for a customer already
+    # told and one not yet: the redriven job tells only the second.
+    services().store.upsert_customer(customer(7, channels=("sms",)))
+    recipients = [
+        {"customer": customer(index, channels=("sms",)).to_dict(), "channel": "sms"}
+        for index in (0, 7)
+    ]
+    body = {"broadcast_id": broadcast_id, "recipients": recipients}
+    sqs_queues.send_json("forewarn-test-deliveries-dlq", [body])
+    result = sqs_queues.redrive("test", "deliveries")
+    assert result == {"queue": "deliveries", "moved": 1, "left_in_dead_letter_queue": 0}
+    run_queues()
+    assert len(stack.delivered()["sms"]) == sent + 1
+    assert stack.delivered()["sms"][-1]["phone_number"] == "+14155550007"
+    with pytest.raises(NotFound):
+        sqs_queues.redrive("test", "everything")
