@@ -32,6 +32,7 @@ from chalicelib import (
     signin,
     suppressions,
     topics,
+    unsubscribe,
 )
 from chalicelib.auth import OPS, SOCIAL, Principal
 from chalicelib.config import Names, scan_rate_minutes, settings, stage
@@ -424,3 +425,10 @@ def update_incident_page(page: PageRequest, incident_id: str) -> Result:
 @console.page("/console/customers", roles=(OPS,))
 def customer_lookup_page(page: PageRequest) -> Result:
     return console_pages.customer_lookup(services(), page)
+
+
+@console.public_page("/unsubscribe", methods=("GET", "POST"))
+def unsubscribe_page() -> Response:
+    return console.unsubscribe(
+        unsubscribe.address_of, lambda token: unsubscribe.unsubscribe(settings(), token)
+    )

@@ -240,8 +240,16 @@ def render_for(
     incident: Incident,
     customer: Customer,
     channel: Channel,
+    *,
+    unsubscribe_url: str | None = None,
 ) -> notices.RenderedNotice:
-    context = notices.notice_context(customer, incident, broadcast.variables, brand=settings.brand)
+    context = notices.notice_context(
+        customer,
+        incident,
+        broadcast.variables,
+        brand=settings.brand,
+        unsubscribe_url=unsubscribe_url,
+    )
     return notices.render_notice(broadcast.template, channel, customer.locale, context)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.policy
 import logging
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
@@ -38,7 +39,10 @@ def build_email(
     notice: RenderedNotice,
     unsubscribe_url: str | None,
 ) -> bytes:
-    message = EmailMessage()
+    # RFC 5322's own line limit: at 78, a long List-Unsubscribe URL, which has no space to
+    # fold at, would be encoded as RFC 2047 words that mail clients do not read as a link.
+    # 7-bit: non-ASCII bodies stay quoted-printable or base64, as SES wants them.
+    message = EmailMessage(policy=email.policy.default.clone(max_line_length=998, cte_type="7bit"))
     message["From"] = formataddr((brand, sender))
     message["To"] = to
     message["Subject"] = notice.subject or brand

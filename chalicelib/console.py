@@ -284,6 +284,17 @@ class Console:
         record_action(self.audit, principal, "sign out", {}, outcome="ok")
         return redirect(url(SIGN_IN), [session_cookie("", 0)])
 
+    def unsubscribe(
+        self, check: Callable[[str | None], str], act: Callable[[str | None], str]
+    ) -> Response:
+        """A customer's unsubscribe link: GET asks (mail scanners open links), POST acts,
+        also as a mail client's one-click unsubscribe (RFC 8058)."""
+        token = self.query().get("t")
+        done = self.request.method == "POST"
+        address = act(token) if done else check(token)
+        context = {"title": "Unsubscribed" if done else "Unsubscribe", "done": done}
+        return self.html("unsubscribe.html.j2", {**context, "address": address, "token": token})
+
     def static(self, name: str) -> Response:
         content_type = STATIC.get(name)
         if content_type is None:

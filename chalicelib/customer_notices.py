@@ -30,7 +30,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from chalicelib import aws, channels, notices, queues, webhooks
+from chalicelib import aws, channels, notices, queues, unsubscribe, webhooks
 from chalicelib.broadcasts import Services
 from chalicelib.config import Settings
 from chalicelib.deliveries import backoff_seconds
@@ -156,7 +156,9 @@ def _local_day(moment: datetime, time_zone: str) -> str:
     return _day(moment.astimezone(zone).date())
 
 
-def notice_context(customer: Customer, job: NoticeJob, *, brand: str) -> dict[str, object]:
+def notice_context(
+    customer: Customer, job: NoticeJob, *, brand: str, unsubscribe_url: str | None = None
+) -> dict[str, object]:
     """What the shipment templates may use: the order, not the address or the parcel's path."""
     return {
         "first_name": customer.first_name,
@@ -170,7 +172,7 @@ def notice_context(customer: Customer, job: NoticeJob, *, brand: str) -> dict[st
         "promised_date": _day(job.promised_date),
         "event_day": _local_day(job.event_at, customer.time_zone),
         "opt_out_sms": notices.OPT_OUT_SMS,
-        "unsubscribe_url": None,
+        "unsubscribe_url": unsubscribe_url,
         "status_link": "",
     }
 
@@ -225,13 +227,14 @@ def deliver_notice(services: Services, job: NoticeJob, *, now: datetime) -> Resu
     not_before = defer_until(customer, job.kind, now)
     if not_before is not None and not_before > now:
         return Result(Outcome.DEFERRED, not_before)
+    address = customer.contact(channel)
+    link = unsubscribe.link(settings, address) if channel is Channel.EMAIL and address else None
     # Render before claiming, so the window between claim and send holds no slow work.
     notice: notices.RenderedNotice | None = None
     render_error = ""
     try:
-        notice = render(
-            job.kind, channel, customer.locale, notice_context(customer, job, brand=settings.brand)
-        )
+        context = notice_context(customer, job, brand=settings.brand, unsubscribe_url=link)
+        notice = render(job.kind, channel, customer.locale, context)
     except ForewarnError as exc:
         render_error = exc.message
     claim = store.claim_delivery(
@@ -268,7 +271,12 @@ def deliver_notice(services: Services, job: NoticeJob, *, now: datetime) -> Resu
         if notice is None or not contact:
             raise channels.PermanentSendError(render_error or f"no {channel.value} contact")
         provider_id = channels.send(
-            channel, contact, notice, sender=settings.sender_email, brand=settings.brand
+            channel,
+            contact,
+            notice,
+            sender=settings.sender_email,
+            brand=settings.brand,
+            unsubscribe_url=link,
         )
     except channels.TransientSendError as exc:
         store.release_delivery(

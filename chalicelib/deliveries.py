@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from chalicelib import channels, notices, queues
+from chalicelib import channels, notices, queues, unsubscribe
 from chalicelib.broadcasts import Services, finish_if_complete, render_for
 from chalicelib.domain import Broadcast, BroadcastStatus, Channel, Customer, Incident
 from chalicelib.errors import ForewarnError
@@ -101,11 +101,17 @@ def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
         # The kill switch: read once per batch, so a stop takes effect within a batch.
         return Outcome.HALTED
     customer_id, channel = job.customer.customer_id, job.channel
+    contact = job.customer.contact(channel)
+    unsubscribe_url = (
+        unsubscribe.link(settings, contact) if channel is Channel.EMAIL and contact else None
+    )
     # Render before claiming, so the window between claim and send holds no slow work.
     notice: notices.RenderedNotice | None = None
     render_error = ""
     try:
-        notice = render_for(settings, broadcast, incident, job.customer, channel)
+        notice = render_for(
+            settings, broadcast, incident, job.customer, channel, unsubscribe_url=unsubscribe_url
+        )
     except ForewarnError as exc:
         render_error = exc.message
     claim = store.claim_delivery(
@@ -125,7 +131,6 @@ def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
             reason="in doubt: the previous worker stopped after calling the provider",
         )
         return Outcome.DUPLICATE
-    contact = job.customer.contact(channel)
     if contact and (why := context.suppressed.get(suppression_key(channel, contact))):
         settle(status="suppressed", counter="suppressed", reason=f"suppressed: {why}")
         return Outcome.SUPPRESSED
@@ -133,7 +138,12 @@ def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
         if notice is None or not contact:
             raise channels.PermanentSendError(render_error or f"no {channel.value} contact")
         provider_id = channels.send(
-            channel, contact, notice, sender=settings.sender_email, brand=settings.brand
+            channel,
+            contact,
+            notice,
+            sender=settings.sender_email,
+            brand=settings.brand,
+            unsubscribe_url=unsubscribe_url,
         )
     except channels.TransientSendError as exc:
         store.release_delivery(

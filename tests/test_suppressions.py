@@ -149,3 +149,57 @@ def test_feedback_that_cannot_be_read_is_left_for_the_dead_letter_queue(stack: S
     assert suppressions.handle_batch(services(), [message(b) for b in bodies]) == [
         b[:8] for b in bodies
     ]
+
+
+def test_every_email_carries_an_unsubscribe_link_that_asks_then_suppresses(
+    stack: Stack, run_queues: RunQueues
+) -> None:
+    import re
+    from urllib.parse import urlsplit
+
+    from chalice.test import Client
+
+    import app as forewarn_app
+    from chalicelib import runtime
+    from chalicelib.config import settings
+
+    aws.client("secretsmanager").put_secret_value(
+        SecretId=settings().webhook_secret_id, SecretString=json.dumps({"unsubscribe": "k" * 32})
+    )
+    runtime.reset()
+    for index in range(2):
+        services().store.upsert_customer(customer(index, channels=("email",)))
+    broadcast_to_all(2)
+    run_queues()
+    raw = next(m["raw_data"] for m in stack.delivered()["email"] if "kim0@" in str(m))
+    header = re.search(r"^List-Unsubscribe: <([^>]+)>", raw, re.M)
+    assert header
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in raw
+    link = urlsplit(header.group(1))
+    path = f"{link.path}?{link.query}"
+
+    with Client(forewarn_app.app) as client:
+        asked = client.http.get(path)
+        assert asked.status_code == 200
+        assert "Stop email notices to <strong>kim0@example.com</strong>?" in asked.body.decode()
+        forged = client.http.get(path.replace("t=a", "t=b", 1) + "x")
+        assert forged.status_code == 400
+        one_click = client.http.post(
+            path,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            body=b"List-Unsubscribe=One-Click",
+        )
+        assert one_click.status_code == 200
+        assert "will get no more email notices" in one_click.body.decode()
+
+    incident = incidents.create_incident(
+        services().store, {"title": "Second outage", "services": ["mobile"], "regions": ["north"]}
+    )
+    draft = broadcasts.create_broadcast(
+        services(), {"incident_id": incident.incident_id}, actor="o"
+    )
+    broadcasts.approve(services(), draft.broadcast_id, actor="p")
+    broadcasts.send(services(), draft.broadcast_id)
+    run_queues()
+    email = broadcasts.get_broadcast(services().store, draft.broadcast_id).counts[Channel.EMAIL]
+    assert (email.sent, email.suppressed) == (1, 1)

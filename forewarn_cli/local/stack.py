@@ -24,8 +24,9 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 LOCAL_USERS = {"ops": "olivia.ops", "social": "sam.social", "admin": "ada.admin"}
 DEMO_TOPIC = "forewarn-telecom"
 OAUTH_KEYS = ("consumer_key", "consumer_secret", "access_token", "access_token_secret")
-# Signing keys of the carriers' webhooks and of our outbound return webhook, this run only.
-WEBHOOK_KEYS = ("easypost", "aftership", "return_webhook")
+# Signing keys of the carriers' webhooks, of our outbound return webhook and of unsubscribe
+# links, this run only.
+WEBHOOK_KEYS = ("easypost", "aftership", "return_webhook", "unsubscribe")
 # Listening on a local stack works in one-minute buckets, so that the demo's outage shows
 # within minutes, and starts from the demo's two hours of history.
 LOCAL_LISTENING = {
