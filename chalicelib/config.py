@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from functools import cache
 
+from chalicelib.quiet_hours import QuietHours
+
 
 @dataclass(frozen=True)
 class Names:
@@ -116,6 +118,8 @@ class Settings:
     plan_page_size: int
     # A broadcast reaching more customers than this needs a second person to approve it.
     second_approval_threshold: int
+    # When parcel notices wait, in each customer's zone (`QUIET_HOURS=21:00-08:00`); None: never.
+    quiet_hours: QuietHours | None
     delivery_lease_seconds: int
     # Secrets Manager id of the X credentials (JSON: bearer_token, and for posting
     # consumer_key, consumer_secret, access_token, access_token_secret).
@@ -168,6 +172,7 @@ def settings() -> Settings:
         or f"forewarn/{stage()}/console-users",
         plan_page_size=int(env.get("PLAN_PAGE_SIZE", "500")),
         second_approval_threshold=int(env.get("SECOND_APPROVAL_THRESHOLD", "1000")),
+        quiet_hours=QuietHours.parse(env.get("QUIET_HOURS")),
         delivery_lease_seconds=int(env.get("DELIVERY_LEASE_SECONDS", "60")),
         x_secret_id=env.get("X_SECRET_ID") or f"forewarn/{stage()}/x",
         x_api_url=env.get("X_API_URL") or None,

@@ -36,6 +36,7 @@ from chalicelib.config import Settings
 from chalicelib.deliveries import backoff_seconds
 from chalicelib.domain import DELIVERABLE_CHANNELS, Channel, Customer, utcnow
 from chalicelib.errors import BadRequest, ForewarnError
+from chalicelib.quiet_hours import QuietHours
 from chalicelib.shipment_store import ShipmentStore
 from chalicelib.shipments import (
     NOTICE_JOB,
@@ -129,16 +130,18 @@ def enqueue(settings: Settings, jobs: Sequence[Mapping[str, Any]]) -> None:
 # --- quiet hours -----------------------------------------------------------------------------
 
 
-def defer_until(customer: Customer, kind: NoticeKind, now: datetime) -> datetime | None:
+def defer_until(
+    customer: Customer, kind: NoticeKind, now: datetime, quiet: QuietHours | None
+) -> datetime | None:
     """When a notice of `kind` may reach `customer`, if not now; None sends it now.
 
-    This is where quiet hours (issue 6) plug in: shipment notices are not urgent, so a
-    notice that would land at night returns the end of the customer's quiet hours (in their
-    `time_zone`) and the worker holds the message until then (SQS visibility, at most 12 h;
-    each hold counts as one receive towards the dead-letter queue's limit of 8). Outage
+    Parcel notices are not urgent: one that would land in the customer's quiet hours (in
+    their `time_zone`) waits for the window's end, and the worker holds the message until then
+    (SQS visibility, at most 12 h; each hold counts as one receive towards the dead-letter
+    queue's limit of 8). Every kind waits alike: none is worth a text at 3 a.m. Outage
     broadcasts do not pass through here.
     """
-    return None
+    return quiet.ends_after(now, customer.time_zone) if quiet else None
 
 
 # --- rendering -------------------------------------------------------------------------------
@@ -224,7 +227,7 @@ def deliver_notice(services: Services, job: NoticeJob, *, now: datetime) -> Resu
     if channel is None:
         log.warning("notice %s dropped: the customer has no SMS or email", job.notice_id)
         return Result(Outcome.DROPPED)
-    not_before = defer_until(customer, job.kind, now)
+    not_before = defer_until(customer, job.kind, now, settings.quiet_hours)
     if not_before is not None and not_before > now:
         return Result(Outcome.DEFERRED, not_before)
     address = customer.contact(channel)

@@ -994,8 +994,31 @@ def test_a_malformed_job_is_reported_failed_so_it_reaches_the_dead_letter_queue(
     assert work(messages) == [messages[0].message_id]
 
 
-def test_quiet_hours_send_now_until_issue_6_plugs_them_in() -> None:
-    assert customer_notices.defer_until(customer(1), NoticeKind.DELIVERED, NOW) is None
+def test_without_quiet_hours_a_notice_goes_at_any_hour() -> None:
+    assert customer_notices.defer_until(customer(1), NoticeKind.DELIVERED, NOW, None) is None
+
+
+def test_a_parcel_notice_due_at_night_waits_for_the_end_of_the_customers_quiet_hours(
+    env: Env, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib import runtime
+
+    monkeypatch.setenv("QUIET_HOURS", "21:00-08:00")
+    runtime.reset()
+    register(USPS)  # the customer lives in Europe/Berlin
+    post_easypost(out_for_delivery_body())
+    job = customer_notices.NoticeJob.from_dict(json.loads(notice_messages()[0].body))
+    night = datetime(2026, 11, 23, 22, 30, tzinfo=UTC)  # 23:30 in Berlin
+    result = customer_notices.deliver_notice(services(), job, now=night)
+    assert (result.outcome, result.not_before) == (
+        customer_notices.Outcome.DEFERRED,
+        datetime(2026, 11, 24, 7, 0, tzinfo=UTC),  # 08:00 in Berlin
+    )
+    morning = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
+    assert customer_notices.deliver_notice(services(), job, now=morning).outcome is (
+        customer_notices.Outcome.SENT
+    )
+    assert len(sms_texts(stack)) == 1
 
 
 def test_a_deferred_notice_is_held_not_sent_and_not_claimed(
@@ -1004,7 +1027,7 @@ def test_a_deferred_notice_is_held_not_sent_and_not_claimed(
     register(USPS)
     post_easypost(out_for_delivery_body())
     monkeypatch.setattr(
-        customer_notices, "defer_until", lambda c, kind, now: now + timedelta(hours=7)
+        customer_notices, "defer_until", lambda c, kind, now, quiet: now + timedelta(hours=7)
     )
     messages = notice_messages()
     assert work(messages) == [messages[0].message_id]
