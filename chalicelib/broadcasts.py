@@ -21,7 +21,6 @@ from typing import Any
 from chalicelib import audiences, notices, queues
 from chalicelib.config import Settings
 from chalicelib.domain import (
-    COUNT_FIELDS,
     DELIVERABLE_CHANNELS,
     AudienceSelector,
     Broadcast,
@@ -412,9 +411,7 @@ def reconcile(services: Services, broadcast_id: str) -> dict[str, Any]:
     (with reasons) + waiting + unreachable, from the counters and, row by row, the ledger;
     every disagreement between the two, or with the audience, is named in `gaps`."""
     broadcast = get_broadcast(services.store, broadcast_id)
-    counted = {
-        field: sum(getattr(c, field) for c in broadcast.counts.values()) for field in COUNT_FIELDS
-    }
+    counted = broadcast.total()
     ledger: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     for row in services.store.deliveries(broadcast_id):
@@ -423,11 +420,11 @@ def reconcile(services: Services, broadcast_id: str) -> dict[str, Any]:
         if status in ("failed", "suppressed"):
             reasons[str(row.get("reason") or "no reason recorded")] += 1
     settled = {status: ledger[status] for status in ("sent", "failed", "suppressed")}
-    waiting = counted["planned"] - sum(settled.values())
+    waiting = counted.planned - sum(settled.values())
     gaps = [
-        f"{status}: the broadcast counts {counted[status]}, the ledger holds {settled[status]}"
+        f"{status}: the broadcast counts {count}, the ledger holds {settled[status]}"
         for status in settled
-        if counted[status] != settled[status]
+        if (count := getattr(counted, status)) != settled[status]
     ]
     if broadcast.status is BroadcastStatus.SENT and waiting:
         gaps.append(f"{waiting} planned notice(s) not settled, yet the broadcast is sent")
@@ -437,7 +434,7 @@ def reconcile(services: Services, broadcast_id: str) -> dict[str, Any]:
         "broadcast_id": broadcast_id,
         "status": broadcast.status.value,
         "planning_done": broadcast.planning_done,
-        "audience": counted["planned"] + broadcast.unreachable,
+        "audience": counted.planned + broadcast.unreachable,
         "unreachable": broadcast.unreachable,
         **settled,
         "waiting": max(0, waiting),

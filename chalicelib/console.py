@@ -117,11 +117,12 @@ def csrf_token(secret: str) -> str:
     return hmac.new(secret.encode(), b"forewarn-console-csrf", hashlib.sha256).hexdigest()
 
 
-def session_cookie(token: str, max_age: int) -> str:
+def set_cookie(name: str, value: str, max_age: int) -> str:
+    """A Set-Cookie value: HttpOnly, SameSite=Lax, Secure when served over https."""
     flags = f"Path={base_path() or '/'}; HttpOnly; SameSite=Lax; Max-Age={max_age}"
     if settings().public_url.startswith("https://"):
         flags += "; Secure"
-    return f"{SESSION_COOKIE}={token}; {flags}"
+    return f"{name}={value}; {flags}"
 
 
 @functools.cache
@@ -255,7 +256,10 @@ class Console:
         record_action(self.audit, principal, "sign in", {}, outcome="ok")
         from chalicelib.signin import SESSION_SECONDS
 
-        cookies = [session_cookie(token, SESSION_SECONDS), _signin_cookie("", 0)]
+        cookies = [
+            set_cookie(SESSION_COOKIE, token, SESSION_SECONDS),
+            set_cookie(SIGNIN_COOKIE, "", 0),
+        ]
         return redirect(url(back), cookies)
 
     def _sign_in_form(
@@ -269,7 +273,7 @@ class Console:
             "message": message,
         }
         response = self.html("sign_in.html.j2", context, status)
-        response.headers["Set-Cookie"] = _signin_cookie(nonce, 1800)
+        response.headers["Set-Cookie"] = set_cookie(SIGNIN_COOKIE, nonce, 1800)
         return response
 
     def sign_out(self) -> Response:
@@ -280,9 +284,9 @@ class Console:
         try:
             principal = auth.verify(f"Bearer {token}", settings())
         except Unauthorized:
-            return redirect(url(SIGN_IN), [session_cookie("", 0)])
+            return redirect(url(SIGN_IN), [set_cookie(SESSION_COOKIE, "", 0)])
         record_action(self.audit, principal, "sign out", {}, outcome="ok")
-        return redirect(url(SIGN_IN), [session_cookie("", 0)])
+        return redirect(url(SIGN_IN), [set_cookie(SESSION_COOKIE, "", 0)])
 
     def unsubscribe(
         self, check: Callable[[str | None], str], act: Callable[[str | None], str]
@@ -355,7 +359,7 @@ class Console:
         response = redirect(url(SIGN_IN, {"next": back} if back != HOME else None))
         # A stale or forged session cookie goes; a missing one stays missing.
         if self.cookie(SESSION_COOKIE):
-            response.headers["Set-Cookie"] = session_cookie("", 0)
+            response.headers["Set-Cookie"] = set_cookie(SESSION_COOKIE, "", 0)
         return response
 
     def _guarded(self, name: str, serve: Callable[[], Response]) -> Response:
@@ -404,10 +408,6 @@ def redirect(location: str, cookies: list[str] | None = None) -> Response:
 
 def new_signin_secret() -> str:
     return secrets.token_urlsafe(24)
-
-
-def _signin_cookie(nonce: str, max_age: int) -> str:
-    return session_cookie(nonce, max_age).replace(SESSION_COOKIE, SIGNIN_COOKIE, 1)
 
 
 _NAV = (

@@ -144,9 +144,8 @@ def review(services: Services, request: PageRequest, broadcast_id: str) -> Page:
 
 def _progress(broadcast: Broadcast) -> dict[str, Any]:
     rows = [(channel.value, counts) for channel, counts in broadcast.counts.items()]
-    planned = sum(c.planned for _, c in rows)
-    settled = sum(c.settled for _, c in rows)
-    return {"rows": rows, "planned": planned, "settled": settled}
+    total = broadcast.total()
+    return {"rows": rows, "planned": total.planned, "settled": total.settled}
 
 
 def dry_run(services: Services, broadcast_id: str) -> Page:

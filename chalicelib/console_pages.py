@@ -79,11 +79,11 @@ def _delivery_figures(services: Services, incident: Incident) -> dict[str, Any]:
     totals: dict[str, Any] = {"broadcasts": 0, "planned": 0, "sent": 0, "failed": 0}
     lead = None
     for broadcast in services.store.broadcasts_for_incident(incident.incident_id):
+        total = broadcast.total()
         totals["broadcasts"] += 1
-        for counts in broadcast.counts.values():
-            totals["planned"] += counts.planned
-            totals["sent"] += counts.sent
-            totals["failed"] += counts.failed
+        totals["planned"] += total.planned
+        totals["sent"] += total.sent
+        totals["failed"] += total.failed
         if broadcast.phase is Phase.INITIAL and broadcast.sent_at:
             lead = parse_time(broadcast.sent_at) - parse_time(incident.created_at)
     totals["lead"] = f"{int(lead.total_seconds() // 60)} min" if lead is not None else "—"
@@ -214,7 +214,7 @@ def incident_page(
             "issues": issues,
             "timeline": sorted(events),
             "audience_size": (
-                sum(c.planned for c in initial.counts.values()) + initial.unreachable
+                initial.total().planned + initial.unreachable
                 if initial and initial.planning_done
                 else None
             ),

@@ -25,16 +25,15 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chalicelib import aws, channels, notices, queues, unsubscribe, webhooks
 from chalicelib.broadcasts import Services
 from chalicelib.config import Settings
 from chalicelib.deliveries import backoff_seconds
-from chalicelib.domain import DELIVERABLE_CHANNELS, Channel, Customer, utcnow
+from chalicelib.domain import DELIVERABLE_CHANNELS, Channel, Customer, utcnow, zone
 from chalicelib.errors import BadRequest, ForewarnError
 from chalicelib.quiet_hours import QuietHours
 from chalicelib.shipment_store import ShipmentStore
@@ -152,11 +151,7 @@ def _day(value: date | None) -> str:
 
 
 def _local_day(moment: datetime, time_zone: str) -> str:
-    try:
-        zone: Any = ZoneInfo(time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = UTC
-    return _day(moment.astimezone(zone).date())
+    return _day(moment.astimezone(zone(time_zone)).date())
 
 
 def notice_context(
@@ -230,8 +225,8 @@ def deliver_notice(services: Services, job: NoticeJob, *, now: datetime) -> Resu
     not_before = defer_until(customer, job.kind, now, settings.quiet_hours)
     if not_before is not None and not_before > now:
         return Result(Outcome.DEFERRED, not_before)
-    address = customer.contact(channel)
-    link = unsubscribe.link(settings, address) if channel is Channel.EMAIL and address else None
+    contact = customer.contact(channel)
+    link = unsubscribe.link(settings, contact) if channel is Channel.EMAIL and contact else None
     # Render before claiming, so the window between claim and send holds no slow work.
     notice: notices.RenderedNotice | None = None
     render_error = ""
@@ -263,12 +258,10 @@ def deliver_notice(services: Services, job: NoticeJob, *, now: datetime) -> Resu
     if claim.state is ClaimState.IN_DOUBT:
         settle("sent", reason="in doubt: the previous worker stopped after calling the provider")
         return Result(Outcome.DUPLICATE)
-    contact = customer.contact(channel)
-    table = Suppressions(services.settings.names, store.db)
-    why = table.reasons([(channel, contact)]) if contact else {}
-    if why:
+    why = Suppressions(settings.names, store.db).reason(channel, contact) if contact else None
+    if why is not None:
         # Opted out or bounced: counted on the ledger as suppressed, never sent.
-        settle("suppressed", reason=f"suppressed: {next(iter(why.values()))}")
+        settle("suppressed", reason=f"suppressed: {why}")
         return Result(Outcome.SUPPRESSED)
     try:
         if notice is None or not contact:

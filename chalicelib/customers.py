@@ -59,7 +59,7 @@ REQUIRED_CSV_COLUMNS = ("customer_id", "name", "channels", "services")
 CSV_LIST_SEPARATOR = ";"
 CSV_SERVICE_SEPARATOR = ":"
 
-_CUSTOMER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+CUSTOMER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _X_HANDLE = re.compile(r"@?([A-Za-z0-9_]{1,15})")
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 _SEGMENT = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
@@ -155,7 +155,7 @@ def _customer_id(value: object, errors: list[FieldError]) -> str:
     text = _required_text(value, "customer_id", errors)
     if text is None:
         return ""
-    if not _CUSTOMER_ID.fullmatch(text):
+    if not CUSTOMER_ID.fullmatch(text):
         errors.append(
             FieldError(
                 "customer_id",
@@ -192,19 +192,20 @@ def _phone(value: object, errors: list[FieldError]) -> str | None:
             )
         )
         return None
-    normalized, problem = _e164(text)
+    normalized, problem = e164(text)
     if problem:
         errors.append(FieldError("phone", f"phone {_shown(text)} {problem}"))
     return normalized
 
 
-def _e164(text: str) -> tuple[str | None, str | None]:
-    """(+E.164 form, None) for a real number, else (None, why not)."""
+def e164(text: str, region: str | None = None) -> tuple[str | None, str | None]:
+    """(+E.164 form, None) for a real number, else (None, why not). A number without "+" is
+    read in `region` (None: it must have its country code)."""
     # Imported here so a cold start that never validates a phone does not load the metadata.
     import phonenumbers
 
     try:
-        number = phonenumbers.parse(text, None)
+        number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as error:
         if error.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
             return None, "does not start with a known country code"
@@ -545,7 +546,7 @@ def _validate_row(row: int, raw: object, seen_ids: set[str]) -> Customer | RowEr
 def _well_formed_id(raw: object) -> str | None:
     # Only an id that could be valid is echoed back; a malformed one is quoted in its error.
     value = raw.get("customer_id") if isinstance(raw, Mapping) else None
-    if not isinstance(value, str) or not _CUSTOMER_ID.fullmatch(value.strip()):
+    if not isinstance(value, str) or not CUSTOMER_ID.fullmatch(value.strip()):
         return None
     return value.strip()
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from enum import StrEnum
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chalicelib.errors import BadRequest, Conflict
 
@@ -48,6 +49,15 @@ INCIDENT_ORDER = list(IncidentStatus)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def zone(time_zone: str) -> tzinfo:
+    """The customer's zone; UTC for one this runtime does not know, so that a customer
+    record with an odd zone still gets its notice (in UTC) rather than none."""
+    try:
+        return ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return UTC
 
 
 def iso(moment: datetime) -> str:
@@ -295,6 +305,12 @@ class Broadcast:
     plan_touched: int = 0
     unreachable: int = 0
     counts: dict[Channel, ChannelCounts] = field(default_factory=dict)
+
+    def total(self) -> ChannelCounts:
+        """Every channel's counts added up."""
+        return ChannelCounts(
+            **{name: sum(getattr(c, name) for c in self.counts.values()) for name in COUNT_FIELDS}
+        )
 
     def is_complete(self) -> bool:
         return self.planning_done and all(c.settled >= c.planned for c in self.counts.values())

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib.customers import _CUSTOMER_ID
+from chalicelib.customers import CUSTOMER_ID, e164
 from chalicelib.domain import AudienceSelector, Broadcast, Customer, Incident, iso, utcnow
 from chalicelib.errors import BadRequest, Conflict, NotFound
 from chalicelib.shipments import NoticeKind, Shipment
@@ -77,7 +77,7 @@ def find_customer(
         )
     if "@" in text:
         return _by_email(store, text)
-    id_shaped = bool(_CUSTOMER_ID.fullmatch(text))
+    id_shaped = bool(CUSTOMER_ID.fullmatch(text))
     if id_shaped:
         customer = store.get_customer(text)
         if customer is not None:
@@ -99,16 +99,7 @@ def find_customer(
 def normalise_phone(text: str, default_region: str = DEFAULT_PHONE_REGION) -> str | None:
     """The E.164 form of a phone number, as the customer import stores it; None when it is
     not a valid number. A number without "+" is read in `default_region`."""
-    # Imported here, as chalicelib.customers does: the metadata is slow to load.
-    import phonenumbers
-
-    try:
-        number = phonenumbers.parse(text, default_region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164(text, default_region)[0]
 
 
 def normalise_email(text: str) -> str | None:

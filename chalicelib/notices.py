@@ -10,12 +10,11 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from chalicelib.domain import Channel, Customer, Incident, Phase
+from chalicelib.domain import Channel, Customer, Incident, Phase, zone
 from chalicelib.errors import BadRequest
 
 if TYPE_CHECKING:
@@ -224,7 +223,7 @@ def _local_time(moment: str | None, time_zone: str) -> str:
     when = _parse_moment(moment)
     if when is None:
         return ""
-    return when.astimezone(_zone(time_zone)).strftime("%H:%M %Z")
+    return when.astimezone(zone(time_zone)).strftime("%H:%M %Z")
 
 
 def _parse_moment(moment: str | None) -> datetime | None:
@@ -236,15 +235,6 @@ def _parse_moment(moment: str | None) -> datetime | None:
         # A malformed time should cost the notice one sentence, not the whole delivery.
         return None
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
-def _zone(time_zone: str) -> tzinfo:
-    try:
-        return ZoneInfo(time_zone)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        # A customer record with a zone this runtime does not know still gets its notice,
-        # in UTC, and the label says so.
-        return UTC
 
 
 # Month and weekday names for the window of a maintenance notice. Hand-written rather than
@@ -338,10 +328,10 @@ def window_context(
     start = _parse_moment(window_start)
     if start is None:
         return {"window_start": "", "window_end": "", "window": ""}
-    zone = _zone(time_zone)
-    start = start.astimezone(zone)
+    where = zone(time_zone)
+    start = start.astimezone(where)
     end = _parse_moment(window_end)
-    end = end.astimezone(zone) if end is not None and end > start else None
+    end = end.astimezone(where) if end is not None and end > start else None
     language = _date_language(locale)
     return {
         "window_start": _long_moment(start, language),

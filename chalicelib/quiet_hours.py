@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import UTC, datetime, time, timedelta
+
+from chalicelib.domain import zone
 
 _WINDOW = re.compile(r"^\s*([01]\d|2[0-3]):([0-5]\d)\s*-\s*([01]\d|2[0-3]):([0-5]\d)\s*$")
 
@@ -35,11 +36,8 @@ class QuietHours:
     def ends_after(self, now: datetime, time_zone: str) -> datetime | None:
         """When the window `now` falls in ends (UTC), or None when `now` is not quiet there.
         An unknown zone counts as UTC rather than holding the notice forever."""
-        try:
-            zone: tzinfo = ZoneInfo(time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            zone = UTC
-        local = now.astimezone(zone)
+        where = zone(time_zone)
+        local = now.astimezone(where)
         clock = local.time().replace(tzinfo=None)
         if self.start < self.end:
             quiet, day = self.start <= clock < self.end, local.date()
@@ -48,4 +46,4 @@ class QuietHours:
             day = local.date() + timedelta(days=1) if clock >= self.start else local.date()
         if not quiet:
             return None
-        return datetime.combine(day, self.end, tzinfo=zone).astimezone(UTC)
+        return datetime.combine(day, self.end, tzinfo=where).astimezone(UTC)

@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
-from chalicelib.customers import FieldError, _postal_code, _slug
+from chalicelib.customers import CUSTOMER_ID, FieldError, _postal_code, _slug
 from chalicelib.errors import BadRequest
 
 MAX_BATCH = 500
@@ -666,7 +666,6 @@ SHIPMENT_FIELDS = ("tracking_code", "carrier", "customer_id", "order_id", "direc
 OPTIONAL_FIELDS = ("promised_date", "region", "postal_code")
 CSV_COLUMNS: tuple[str, ...] = (*SHIPMENT_FIELDS, *OPTIONAL_FIELDS)
 
-_CUSTOMER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _ORDER_ID = re.compile(r"[A-Za-z0-9_.#/-]{1,64}")
 _CARRIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.&-]{0,39}")
 
@@ -712,7 +711,7 @@ def validate_row(raw: object, customer_exists: Callable[[str], bool]) -> Shipmen
         )
     customer_id = values["customer_id"]
     if customer_id is not None:
-        if not _CUSTOMER_ID.fullmatch(customer_id):
+        if not CUSTOMER_ID.fullmatch(customer_id):
             errors.append(
                 FieldError("customer_id", f"customer_id {_shown(customer_id)} is not a valid id")
             )

@@ -56,6 +56,11 @@ class Suppressions(Tables):
             ConditionExpression="attribute_exists(address)",
         )
 
+    def reason(self, channel: Channel, address: str) -> str | None:
+        """Why the address is suppressed; None when it is not."""
+        item = self._get(self.names.suppressions, {"address": key(channel, address)})
+        return str(item.get("reason", "")) if item else None
+
     def reasons(self, addresses: Iterable[tuple[Channel, str]]) -> dict[str, str]:
         """`key(channel, address)` → why, for those of `addresses` that are suppressed."""
         keys = [{"address": key(c, a)} for c, a in dict.fromkeys(addresses)]
