@@ -406,10 +406,14 @@ def dry_run(services: Services, broadcast_id: str) -> dict[str, Any]:
     }
 
 
+SETTLED_WITH_REASON = ("failed", "suppressed", "fell_back")
+
+
 def reconcile(services: Services, broadcast_id: str) -> dict[str, Any]:
     """Account for every customer of the broadcast: audience = sent + suppressed + failed
     (with reasons) + waiting + unreachable, from the counters and, row by row, the ledger;
-    every disagreement between the two, or with the audience, is named in `gaps`."""
+    every disagreement between the two, or with the audience, is named in `gaps`. A notice
+    that fell back to another channel is planned twice, once per channel, and counted once."""
     broadcast = get_broadcast(services.store, broadcast_id)
     counted = broadcast.total()
     ledger: Counter[str] = Counter()
@@ -417,9 +421,9 @@ def reconcile(services: Services, broadcast_id: str) -> dict[str, Any]:
     for row in services.store.deliveries(broadcast_id):
         status = str(row.get("status", ""))
         ledger[status] += 1
-        if status in ("failed", "suppressed"):
+        if status in SETTLED_WITH_REASON:
             reasons[str(row.get("reason") or "no reason recorded")] += 1
-    settled = {status: ledger[status] for status in ("sent", "failed", "suppressed")}
+    settled = {status: ledger[status] for status in ("sent", *SETTLED_WITH_REASON)}
     waiting = counted.planned - sum(settled.values())
     gaps = [
         f"{status}: the broadcast counts {count}, the ledger holds {settled[status]}"
@@ -434,7 +438,7 @@ def reconcile(services: Services, broadcast_id: str) -> dict[str, Any]:
         "broadcast_id": broadcast_id,
         "status": broadcast.status.value,
         "planning_done": broadcast.planning_done,
-        "audience": counted.planned + broadcast.unreachable,
+        "audience": counted.planned - counted.fell_back + broadcast.unreachable,
         "unreachable": broadcast.unreachable,
         **settled,
         "waiting": max(0, waiting),

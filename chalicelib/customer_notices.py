@@ -4,10 +4,10 @@ Both travel on the notice queue (`names.notice_queue`) as JSON jobs that `chalic
 shipments` builds: `{"type": "notice", ...}` for a customer notice, `{"type":
 "return_received", ...}` for the billing event. `handle_batch` is the queue's worker.
 
-A notice follows the broadcast worker's rules (chalicelib/deliveries.py): render first, claim
-the ledger row under the notice id (`Store.claim_delivery(broadcast_id=<notice id>)`), send,
-settle (`record_outcome(count=False)`: there is no broadcast counter to move). The notice id
-is deterministic, so a duplicate job finds the row settled and sends nothing.
+A notice goes through the broadcast worker's `deliveries.send_once`: render first, claim the
+ledger row under the notice id, send, settle, with the same fallback along the customer's
+channels; uncounted, as there is no broadcast counter to move. The notice id is
+deterministic, so a duplicate job finds the row settled and sends nothing.
 
 Templates live in `templates/_shipments/<kind>/<locale>/<part>.j2`. The leading `_` keeps
 these kinds out of `notices.available_kinds()`, which lists the templates a broadcast may
@@ -26,13 +26,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from enum import StrEnum
 from typing import Any
 
-from chalicelib import aws, channels, notices, queues, unsubscribe, webhooks
+from chalicelib import aws, notices, queues, webhooks
 from chalicelib.broadcasts import Services
 from chalicelib.config import Settings
-from chalicelib.deliveries import backoff_seconds
+from chalicelib.deliveries import Delivery, Outcome, backoff_seconds, send_once
 from chalicelib.domain import DELIVERABLE_CHANNELS, Channel, Customer, utcnow, zone
 from chalicelib.errors import BadRequest, ForewarnError
 from chalicelib.quiet_hours import QuietHours
@@ -44,23 +43,12 @@ from chalicelib.shipments import (
     carrier_name,
     return_received_event,
 )
-from chalicelib.store import ClaimState
 from chalicelib.suppressions import Suppressions
 
 log = logging.getLogger(__name__)
 
 TEMPLATE_ROOT = "_shipments"
 WEBHOOK_TIMEOUT_SECONDS = 5.0
-
-
-class Outcome(StrEnum):
-    SENT = "sent"
-    FAILED = "failed"
-    DUPLICATE = "duplicate"
-    RETRY = "retry"
-    DROPPED = "dropped"
-    DEFERRED = "deferred"
-    SUPPRESSED = "suppressed"
 
 
 @dataclass(frozen=True)
@@ -218,76 +206,20 @@ def deliver_notice(services: Services, job: NoticeJob, *, now: datetime) -> Resu
         # Deleted since the shipment was registered: nobody to tell, and retrying won't help.
         log.warning("notice %s dropped: its customer no longer exists", job.notice_id)
         return Result(Outcome.DROPPED)
-    channel = customer.primary_channel(DELIVERABLE_CHANNELS)
-    if channel is None:
+    route = customer.route(DELIVERABLE_CHANNELS)
+    if not route:
         log.warning("notice %s dropped: the customer has no SMS or email", job.notice_id)
         return Result(Outcome.DROPPED)
     not_before = defer_until(customer, job.kind, now, settings.quiet_hours)
     if not_before is not None and not_before > now:
         return Result(Outcome.DEFERRED, not_before)
-    contact = customer.contact(channel)
-    link = unsubscribe.link(settings, contact) if channel is Channel.EMAIL and contact else None
-    # Render before claiming, so the window between claim and send holds no slow work.
-    notice: notices.RenderedNotice | None = None
-    render_error = ""
-    try:
+
+    def render_on(channel: Channel, link: str | None) -> notices.RenderedNotice:
         context = notice_context(customer, job, brand=settings.brand, unsubscribe_url=link)
-        notice = render(job.kind, channel, customer.locale, context)
-    except ForewarnError as exc:
-        render_error = exc.message
-    claim = store.claim_delivery(
-        job.notice_id, customer.customer_id, channel, lease_seconds=settings.delivery_lease_seconds
-    )
-    if claim.state is ClaimState.SETTLED:
-        return Result(Outcome.DUPLICATE)
-    if claim.state is ClaimState.IN_FLIGHT:
-        return Result(Outcome.RETRY)
+        return render(job.kind, channel, customer.locale, context)
 
-    def settle(status: str, **details: Any) -> None:
-        store.record_outcome(
-            job.notice_id,
-            customer.customer_id,
-            channel,
-            attempt_id=claim.attempt_id,
-            status=status,
-            counter=status,
-            count=False,
-            **details,
-        )
-
-    if claim.state is ClaimState.IN_DOUBT:
-        settle("sent", reason="in doubt: the previous worker stopped after calling the provider")
-        return Result(Outcome.DUPLICATE)
-    why = Suppressions(settings.names, store.db).reason(channel, contact) if contact else None
-    if why is not None:
-        # Opted out or bounced: counted on the ledger as suppressed, never sent.
-        settle("suppressed", reason=f"suppressed: {why}")
-        return Result(Outcome.SUPPRESSED)
-    try:
-        if notice is None or not contact:
-            raise channels.PermanentSendError(render_error or f"no {channel.value} contact")
-        provider_id = channels.send(
-            channel,
-            contact,
-            notice,
-            sender=settings.sender_email,
-            brand=settings.brand,
-            unsubscribe_url=link,
-        )
-    except channels.TransientSendError as exc:
-        store.release_delivery(
-            job.notice_id,
-            customer.customer_id,
-            channel,
-            attempt_id=claim.attempt_id,
-            reason=exc.reason,
-        )
-        return Result(Outcome.RETRY)
-    except channels.PermanentSendError as exc:
-        settle("failed", reason=exc.reason)
-        return Result(Outcome.FAILED)
-    settle("sent", provider_id=provider_id)
-    return Result(Outcome.SENT)
+    delivery = Delivery(job.notice_id, customer, route, render_on, counted=False)
+    return Result(send_once(services, delivery, Suppressions(settings.names, store.db).reason))
 
 
 class PostFailed(Exception):

@@ -5,6 +5,13 @@ settled after, together with the broadcast's counter. A redelivered job finds th
 settled and sends nothing. A job whose previous worker stopped between the send call and
 the settle finds an expired claim: the send most likely happened, so it is recorded as
 sent (in doubt) rather than repeated — a duplicate is the worse failure for a notice.
+
+Fallback: when a channel cannot carry the notice for good (a landline, an invalid number,
+a hard-bounced or suppressed address), its row settles as `fell_back` and the customer's
+next channel, in their order of preference, carries the same notice under its own row.
+A retried job walks the same route and skips rows already `fell_back`, so a worker that
+stops mid-way resumes at the next channel and never sends twice (`send_once`). Parcel
+notices (chalicelib/customer_notices.py) go through the same `send_once`.
 """
 
 from __future__ import annotations
@@ -13,13 +20,20 @@ import functools
 import json
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from chalicelib import channels, notices, queues, unsubscribe
 from chalicelib.broadcasts import Services, finish_if_complete, render_for
-from chalicelib.domain import Broadcast, BroadcastStatus, Channel, Customer, Incident
+from chalicelib.domain import (
+    DELIVERABLE_CHANNELS,
+    Broadcast,
+    BroadcastStatus,
+    Channel,
+    Customer,
+    Incident,
+)
 from chalicelib.errors import ForewarnError
 from chalicelib.store import ClaimState
 from chalicelib.suppressions import Suppressions
@@ -38,6 +52,10 @@ class Outcome(StrEnum):
     DROPPED = "dropped"
     HALTED = "halted"
     SUPPRESSED = "suppressed"
+    # Handed to the customer's next channel (internal to `send_once`).
+    FELL_BACK = "fell_back"
+    # Held for quiet hours: the job comes back when they end.
+    DEFERRED = "deferred"
 
 
 @dataclass(frozen=True)
@@ -59,6 +77,11 @@ class DeliveryJob:
             for recipient in data["recipients"]
         ]
 
+    def route(self, offered: Sequence[Channel]) -> tuple[Channel, ...]:
+        """The planned channel, then the customer's later preferences as fallbacks."""
+        route = self.customer.route(offered)
+        return route[route.index(self.channel) :] if self.channel in route else (self.channel,)
+
 
 @dataclass
 class BatchContext:
@@ -71,11 +94,18 @@ class BatchContext:
     suppressed: dict[str, str] = field(default_factory=dict)
 
     def load_suppressions(self, jobs: Sequence[DeliveryJob]) -> None:
+        """Every address a job may use, fallbacks included: one BatchGetItem per batch."""
         addresses = [
-            (job.channel, contact) for job in jobs if (contact := job.customer.contact(job.channel))
+            (channel, contact)
+            for job in jobs
+            for channel in job.customer.route(DELIVERABLE_CHANNELS)
+            if (contact := job.customer.contact(channel))
         ]
         table = Suppressions(self.services.settings.names, self.services.store.db)
         self.suppressed = table.reasons(addresses)
+
+    def suppression(self, channel: Channel, address: str) -> str | None:
+        return self.suppressed.get(suppression_key(channel, address))
 
     def lookup(self, broadcast_id: str) -> tuple[Broadcast, Incident] | None:
         store = self.services.store
@@ -90,18 +120,43 @@ class BatchContext:
         return (broadcast, incident) if incident else None
 
 
-def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
-    store, settings = context.services.store, context.services.settings
-    found = context.lookup(job.broadcast_id)
-    if found is None:
-        log.warning("dropping a job for unknown broadcast %s", job.broadcast_id)
-        return Outcome.DROPPED
-    broadcast, incident = found
-    if broadcast.status is BroadcastStatus.HALTED:
-        # The kill switch: read once per batch, so a stop takes effect within a batch.
-        return Outcome.HALTED
-    customer_id, channel = job.customer.customer_id, job.channel
-    contact = job.customer.contact(channel)
+@dataclass(frozen=True)
+class Delivery:
+    """One notice for one customer, in the ledger under `ledger_id` (a broadcast or notice
+    id), carried by the first channel of `route` that can."""
+
+    ledger_id: str
+    customer: Customer
+    route: tuple[Channel, ...]
+    # Renders the notice for a channel, given its unsubscribe link; raises ForewarnError.
+    render: Callable[[Channel, str | None], notices.RenderedNotice]
+    # Whether the broadcast's counters move with the ledger (parcel notices have none).
+    counted: bool = True
+
+
+def send_once(
+    services: Services, delivery: Delivery, suppressed: Callable[[Channel, str], str | None]
+) -> Outcome:
+    """Walk the route until a channel sends, fails for the last time, or must be retried."""
+    for index, channel in enumerate(delivery.route):
+        fallback = delivery.route[index + 1] if index + 1 < len(delivery.route) else None
+        outcome = _send_on(services, delivery, channel, fallback, suppressed)
+        if outcome is not Outcome.FELL_BACK:
+            return outcome
+    # Every row on the route had fallen back before: the last one cannot have.
+    return Outcome.DUPLICATE
+
+
+def _send_on(
+    services: Services,
+    delivery: Delivery,
+    channel: Channel,
+    fallback: Channel | None,
+    suppressed: Callable[[Channel, str], str | None],
+) -> Outcome:
+    store, settings = services.store, services.settings
+    customer_id = delivery.customer.customer_id
+    contact = delivery.customer.contact(channel)
     unsubscribe_url = (
         unsubscribe.link(settings, contact) if channel is Channel.EMAIL and contact else None
     )
@@ -109,20 +164,23 @@ def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
     notice: notices.RenderedNotice | None = None
     render_error = ""
     try:
-        notice = render_for(
-            settings, broadcast, incident, job.customer, channel, unsubscribe_url=unsubscribe_url
-        )
+        notice = delivery.render(channel, unsubscribe_url)
     except ForewarnError as exc:
         render_error = exc.message
     claim = store.claim_delivery(
-        job.broadcast_id, customer_id, channel, lease_seconds=settings.delivery_lease_seconds
+        delivery.ledger_id, customer_id, channel, lease_seconds=settings.delivery_lease_seconds
     )
     if claim.state is ClaimState.SETTLED:
-        return Outcome.DUPLICATE
+        return Outcome.FELL_BACK if claim.status == "fell_back" else Outcome.DUPLICATE
     if claim.state is ClaimState.IN_FLIGHT:
         return Outcome.RETRY
     settle = functools.partial(
-        store.record_outcome, job.broadcast_id, customer_id, channel, attempt_id=claim.attempt_id
+        store.record_outcome,
+        delivery.ledger_id,
+        customer_id,
+        channel,
+        attempt_id=claim.attempt_id,
+        count=delivery.counted,
     )
     if claim.state is ClaimState.IN_DOUBT:
         settle(
@@ -131,9 +189,23 @@ def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
             reason="in doubt: the previous worker stopped after calling the provider",
         )
         return Outcome.DUPLICATE
-    if contact and (why := context.suppressed.get(suppression_key(channel, contact))):
-        settle(status="suppressed", counter="suppressed", reason=f"suppressed: {why}")
-        return Outcome.SUPPRESSED
+
+    def cannot(outcome: Outcome, reason: str) -> Outcome:
+        if fallback is None:
+            settle(status=outcome.value, counter=outcome.value, reason=reason)
+            return outcome
+        if settle(
+            status="fell_back",
+            counter="fell_back",
+            reason=f"{reason} (handed to {fallback.value})",
+            moves_to=fallback,
+        ):
+            return Outcome.FELL_BACK
+        # Another worker settled this row meanwhile; it owns what comes next.
+        return Outcome.DUPLICATE
+
+    if contact and (why := suppressed(channel, contact)):
+        return cannot(Outcome.SUPPRESSED, f"suppressed: {why}")
     try:
         if notice is None or not contact:
             raise channels.PermanentSendError(render_error or f"no {channel.value} contact")
@@ -147,14 +219,33 @@ def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
         )
     except channels.TransientSendError as exc:
         store.release_delivery(
-            job.broadcast_id, customer_id, channel, attempt_id=claim.attempt_id, reason=exc.reason
+            delivery.ledger_id, customer_id, channel, attempt_id=claim.attempt_id, reason=exc.reason
         )
         return Outcome.RETRY
     except channels.PermanentSendError as exc:
-        settle(status="failed", counter="failed", reason=exc.reason)
-        return Outcome.FAILED
+        return cannot(Outcome.FAILED, exc.reason)
     settle(status="sent", counter="sent", provider_id=provider_id)
     return Outcome.SENT
+
+
+def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
+    found = context.lookup(job.broadcast_id)
+    if found is None:
+        log.warning("dropping a job for unknown broadcast %s", job.broadcast_id)
+        return Outcome.DROPPED
+    broadcast, incident = found
+    if broadcast.status is BroadcastStatus.HALTED:
+        # The kill switch: read once per batch, so a stop takes effect within a batch.
+        return Outcome.HALTED
+    settings = context.services.settings
+
+    def render(channel: Channel, unsubscribe_url: str | None) -> notices.RenderedNotice:
+        return render_for(
+            settings, broadcast, incident, job.customer, channel, unsubscribe_url=unsubscribe_url
+        )
+
+    delivery = Delivery(job.broadcast_id, job.customer, job.route(broadcast.channels), render)
+    return send_once(context.services, delivery, context.suppression)
 
 
 def backoff_seconds(receive_count: int, base: float = 2.0) -> int:

@@ -108,13 +108,15 @@ class Customer:
             Channel.SOCIAL: self.x_handle,
         }[channel]
 
-    def primary_channel(self, offered: Iterable[Channel]) -> Channel | None:
-        """The customer's most preferred channel that the broadcast offers and can reach them."""
+    def route(self, offered: Iterable[Channel]) -> tuple[Channel, ...]:
+        """The channels that may carry a notice to this customer, most preferred first: those
+        the notice offers that can reach them. Each one after the first is a fallback."""
         usable = set(offered) & set(DELIVERABLE_CHANNELS)
-        for channel in self.channels:
-            if channel in usable and self.contact(channel):
-                return channel
-        return None
+        return tuple(c for c in self.channels if c in usable and self.contact(c))
+
+    def primary_channel(self, offered: Iterable[Channel]) -> Channel | None:
+        route = self.route(offered)
+        return route[0] if route else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -269,13 +271,16 @@ class ChannelCounts:
     sent: int = 0
     failed: int = 0
     suppressed: int = 0
+    # Failed permanently (or suppressed) here and handed to the customer's next channel,
+    # whose `planned` grew by one in the same write.
+    fell_back: int = 0
 
     @property
     def settled(self) -> int:
-        return self.sent + self.failed + self.suppressed
+        return self.sent + self.failed + self.suppressed + self.fell_back
 
 
-COUNT_FIELDS = ("planned", "sent", "failed", "suppressed")
+COUNT_FIELDS = ("planned", "sent", "failed", "suppressed", "fell_back")
 
 
 @dataclass

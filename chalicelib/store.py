@@ -672,11 +672,14 @@ class Store(Tables):
         provider_id: str | None = None,
         reason: str | None = None,
         count: bool = True,
+        moves_to: Channel | None = None,
     ) -> bool:
         """Settle a claimed delivery and count it, together, once.
 
         `count=False` settles the ledger row alone: per-customer notices (shipments) use the
         same ledger under their notice id but have no broadcast whose counter to move.
+        `moves_to` hands the notice to a fallback channel: that channel's `planned` grows in
+        the same write, so the broadcast is never complete with the handover half done.
         """
         key = {"broadcast_id": broadcast_id, "recipient_key": f"{customer_id}#{channel.value}"}
         values = {
@@ -700,6 +703,9 @@ class Store(Tables):
         }
         if not count:
             return self._write_if("update_item", **settle)
+        counters = [counter_name(channel, counter)]
+        if moves_to is not None:
+            counters.append(counter_name(moves_to, "planned"))
         return self._write_if(
             "transact_write_items",
             TransactItems=[
@@ -708,7 +714,7 @@ class Store(Tables):
                     "Update": {
                         "TableName": self.names.broadcasts,
                         "Key": to_dynamo({"broadcast_id": broadcast_id}),
-                        "UpdateExpression": f"ADD {counter_name(channel, counter)} :one",
+                        "UpdateExpression": "ADD " + ", ".join(f"{c} :one" for c in counters),
                         "ExpressionAttributeValues": to_dynamo({":one": 1}),
                     }
                 },

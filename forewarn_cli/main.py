@@ -442,6 +442,8 @@ def reconcile_broadcast(ctx: click.Context, broadcast_id: str) -> None:
         f"sent {r['sent']} + suppressed {r['suppressed']} + failed {r['failed']} + "
         f"waiting {r['waiting']} + unreachable {r['unreachable']}"
     )
+    if r["fell_back"]:
+        click.echo(f"  ({r['fell_back']} carried by a fallback channel, counted once)")
     for reason, count in r["reasons"].items():
         click.echo(f"  {count:>6}  {reason}")
     for gap in r["gaps"]:
@@ -453,7 +455,7 @@ def reconcile_broadcast(ctx: click.Context, broadcast_id: str) -> None:
 def _totals(state: dict[str, Any]) -> tuple[int, int]:
     counts = state["counts"].values()
     planned = sum(c["planned"] for c in counts)
-    settled = sum(c["sent"] + c["failed"] + c["suppressed"] for c in counts)
+    settled = sum(c["sent"] + c["failed"] + c["suppressed"] + c["fell_back"] for c in counts)
     return planned, settled
 
 

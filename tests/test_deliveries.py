@@ -13,7 +13,7 @@ from factories import customer
 
 from chalicelib import aws, broadcasts, queues, runtime
 from chalicelib.deliveries import DeliveryJob, backoff_seconds, handle_batch
-from chalicelib.domain import BroadcastStatus, Channel
+from chalicelib.domain import BroadcastStatus, Channel, Customer
 from chalicelib.errors import NotFound
 from chalicelib.runtime import services
 from chalicelib.store import Store
@@ -49,19 +49,27 @@ def faults(stack: Stack) -> Iterator[Callable[[str, Callable[[dict[str, Any]], A
 
 
 def sms_broadcast(count: int) -> str:
+    return send_broadcast([customer(index, channels=("sms",)) for index in range(count)], ["sms"])
+
+
+def send_broadcast(customers: list[Customer], channels: list[str]) -> str:
     store = services().store
-    for index in range(count):
-        store.upsert_customer(customer(index, channels=("sms",)))
+    for one in customers:
+        store.upsert_customer(one)
     incident = {"title": "Outage", "services": ["mobile"], "regions": ["north"]}
     from chalicelib import incidents
 
     incident_id = incidents.create_incident(store, incident).incident_id
     broadcast = broadcasts.create_broadcast(
-        services(), {"incident_id": incident_id, "channels": ["sms"]}, actor="olivia"
+        services(), {"incident_id": incident_id, "channels": channels}, actor="olivia"
     )
     broadcasts.approve(services(), broadcast.broadcast_id, actor="olivia")
     broadcasts.send(services(), broadcast.broadcast_id)
     return broadcast.broadcast_id
+
+
+def ledger(broadcast_id: str) -> dict[str, str]:
+    return {d["recipient_key"]: d["status"] for d in services().store.deliveries(broadcast_id)}
 
 
 def counts(broadcast_id: str) -> tuple[BroadcastStatus, dict[str, int]]:
@@ -245,3 +253,101 @@ def test_redrive_moves_dead_letters_back_and_they_are_delivered_once(
     assert stack.delivered()["sms"][-1]["phone_number"] == "+14155550007"
     with pytest.raises(NotFound):
         sqs_queues.redrive("test", "everything")
+
+
+def reject_numbers_ending(suffix: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda p: (
+        provider_error("InvalidParameter") if p["PhoneNumber"].endswith(suffix) else None
+    )
+
+
+def test_an_invalid_number_hands_the_notice_to_the_customers_next_channel_once(
+    stack: Stack, faults: Any, run_queues: Callable[..., Any]
+) -> None:
+    faults("before-call.sns.Publish", reject_numbers_ending("0001"))
+    people = [customer(index, channels=("sms", "email")) for index in range(3)]
+    broadcast_id = send_broadcast(people, ["sms", "email"])
+    run_queues()
+    final = broadcasts.get_broadcast(services().store, broadcast_id)
+    assert final.status is BroadcastStatus.SENT
+    assert final.to_dict()["counts"] == {
+        "sms": {"planned": 3, "sent": 2, "failed": 0, "suppressed": 0, "fell_back": 1},
+        "email": {"planned": 1, "sent": 1, "failed": 0, "suppressed": 0, "fell_back": 0},
+    }
+    assert ledger(broadcast_id) == {
+        "c0000#sms": "sent",
+        "c0001#sms": "fell_back",
+        "c0001#email": "sent",
+        "c0002#sms": "sent",
+    }
+    emails = stack.delivered()["email"]
+    assert [set(m["destinations"]) for m in emails] == [{"kim1@example.com"}]
+    report = broadcasts.reconcile(services(), broadcast_id)
+    assert (report["audience"], report["sent"], report["fell_back"], report["gaps"]) == (
+        3,
+        3,
+        1,
+        [],
+    )
+    assert any("InvalidParameter" in r and "(handed to email)" in r for r in report["reasons"])
+
+
+def test_a_suppressed_number_is_carried_by_email_and_counted_as_fallen_back(
+    stack: Stack, run_queues: Callable[..., Any]
+) -> None:
+    from chalicelib.suppressions import Suppressions
+
+    Suppressions(services().settings.names).suppress(
+        Channel.SMS, "+14155550000", reason="texted STOP"
+    )
+    broadcast_id = send_broadcast([customer(0, channels=("sms", "email"))], ["sms", "email"])
+    run_queues()
+    assert ledger(broadcast_id) == {"c0000#sms": "fell_back", "c0000#email": "sent"}
+    assert stack.delivered()["sms"] == []
+    assert len(stack.delivered()["email"]) == 1
+
+
+def test_a_notice_whose_every_channel_fails_is_failed_on_the_last_one(
+    stack: Stack, faults: Any, run_queues: Callable[..., Any]
+) -> None:
+    faults("before-call.sns.Publish", reject_numbers_ending("0000"))
+    faults("before-call.ses.SendRawEmail", lambda p: provider_error("MessageRejected", status=400))
+    broadcast_id = send_broadcast([customer(0, channels=("sms", "email"))], ["sms", "email"])
+    run_queues()
+    assert ledger(broadcast_id) == {"c0000#sms": "fell_back", "c0000#email": "failed"}
+    report = broadcasts.reconcile(services(), broadcast_id)
+    assert (report["audience"], report["failed"], report["waiting"], report["gaps"]) == (
+        1,
+        1,
+        0,
+        [],
+    )
+
+
+def test_a_worker_stopped_after_falling_back_resumes_on_the_next_channel_without_resending(
+    stack: Stack, faults: Any, monkeypatch: pytest.MonkeyPatch, run_queues: Callable[..., Any]
+) -> None:
+    attempts: list[str] = []
+
+    def reject(params: dict[str, Any]) -> Any:
+        attempts.append(params["PhoneNumber"])
+        return provider_error("InvalidParameter")
+
+    faults("before-call.sns.Publish", reject)
+    real_claim = Store.claim_delivery
+    stopped: list[Channel] = []
+
+    def stop_before_email(self: Store, *args: Any, **kwargs: Any) -> Any:
+        if args[2] is Channel.EMAIL and not stopped:
+            stopped.append(args[2])
+            raise RuntimeError("worker killed between the handover and the next send")
+        return real_claim(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "claim_delivery", stop_before_email)
+    broadcast_id = send_broadcast([customer(0, channels=("sms", "email"))], ["sms", "email"])
+    run_queues(timeout=90)
+    assert stopped == [Channel.EMAIL]
+    assert attempts == ["+14155550000"]
+    assert ledger(broadcast_id) == {"c0000#sms": "fell_back", "c0000#email": "sent"}
+    assert len(stack.delivered()["email"]) == 1
+    assert broadcasts.reconcile(services(), broadcast_id)["gaps"] == []

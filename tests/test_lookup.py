@@ -11,7 +11,7 @@ import pytest
 from conftest import Stack
 from factories import customer
 
-from chalicelib import broadcasts, customer_notices, incidents, lookup, shipment_api
+from chalicelib import broadcasts, customer_notices, deliveries, incidents, lookup, shipment_api
 from chalicelib import store as store_module
 from chalicelib.domain import Channel, Customer
 from chalicelib.errors import BadRequest, Conflict, NotFound
@@ -85,7 +85,7 @@ def shipment_notice(tracking_code: str, *, index: int = 1) -> str:
         }
     )
     result = customer_notices.deliver_notice(services(), job, now=job.event_at)
-    assert result.outcome is customer_notices.Outcome.SENT
+    assert result.outcome is deliveries.Outcome.SENT
     return notice_id
 
 

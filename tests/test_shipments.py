@@ -21,7 +21,16 @@ import pytest
 from conftest import Stack
 from factories import customer
 
-from chalicelib import aws, channels, customer_notices, queues, runtime, secrets, shipment_api
+from chalicelib import (
+    aws,
+    channels,
+    customer_notices,
+    deliveries,
+    queues,
+    runtime,
+    secrets,
+    shipment_api,
+)
 from chalicelib.customer_import import RejectedBatch
 from chalicelib.errors import BadRequest, NotFound, Unauthorized
 from chalicelib.queues import QueueMessage
@@ -1011,12 +1020,12 @@ def test_a_parcel_notice_due_at_night_waits_for_the_end_of_the_customers_quiet_h
     night = datetime(2026, 11, 23, 22, 30, tzinfo=UTC)  # 23:30 in Berlin
     result = customer_notices.deliver_notice(services(), job, now=night)
     assert (result.outcome, result.not_before) == (
-        customer_notices.Outcome.DEFERRED,
+        deliveries.Outcome.DEFERRED,
         datetime(2026, 11, 24, 7, 0, tzinfo=UTC),  # 08:00 in Berlin
     )
     morning = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
     assert customer_notices.deliver_notice(services(), job, now=morning).outcome is (
-        customer_notices.Outcome.SENT
+        deliveries.Outcome.SENT
     )
     assert len(sms_texts(stack)) == 1
 
