@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 
+from chalicelib.domain import Channel
 from chalicelib.quiet_hours import QuietHours
 
 
@@ -83,6 +85,10 @@ class Names:
         return self.table("webhook-events")
 
     @property
+    def send_rates(self) -> str:
+        return self.table("send-rates")
+
+    @property
     def notice_queue(self) -> str:
         return f"forewarn-{self.stage}-notices"
 
@@ -97,6 +103,40 @@ class Names:
     @property
     def delivery_queue(self) -> str:
         return f"forewarn-{self.stage}-deliveries"
+
+
+@dataclass(frozen=True)
+class SendRateLimits:
+    """Messages per second each channel may send, summed over every delivery worker, to stay
+    under the account's quotas (SNS SMS, SES); 0 means unlimited. `send_rates.py` keeps them."""
+
+    sms: int = 0
+    email: int = 0
+
+    def of(self, channel: Channel) -> int:
+        # Posts on X are not notices the workers send; X enforces its own limits.
+        return {Channel.SMS: self.sms, Channel.EMAIL: self.email}.get(channel, 0)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SendRateLimits:
+        return cls(sms=_rate(env, "SEND_RATE_SMS"), email=_rate(env, "SEND_RATE_EMAIL"))
+
+
+def _rate(env: Mapping[str, str], variable: str) -> int:
+    text = env.get(variable, "").strip()
+    if not text:
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        # Fail when settings are read, naming the setting: a typo must not mean "unlimited".
+        raise ValueError(
+            f"{variable} must be a whole number of messages per second "
+            f"(0 or unset: unlimited), not {text!r}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -120,6 +160,8 @@ class Settings:
     second_approval_threshold: int
     # When parcel notices wait, in each customer's zone (`QUIET_HOURS=21:00-08:00`); None: never.
     quiet_hours: QuietHours | None
+    # Sends per second per channel over all workers (`SEND_RATE_SMS`, `SEND_RATE_EMAIL`).
+    send_rates: SendRateLimits
     delivery_lease_seconds: int
     # Secrets Manager id of the X credentials (JSON: bearer_token, and for posting
     # consumer_key, consumer_secret, access_token, access_token_secret).
@@ -173,6 +215,7 @@ def settings() -> Settings:
         plan_page_size=int(env.get("PLAN_PAGE_SIZE", "500")),
         second_approval_threshold=int(env.get("SECOND_APPROVAL_THRESHOLD", "1000")),
         quiet_hours=QuietHours.parse(env.get("QUIET_HOURS")),
+        send_rates=SendRateLimits.from_env(env),
         delivery_lease_seconds=int(env.get("DELIVERY_LEASE_SECONDS", "60")),
         x_secret_id=env.get("X_SECRET_ID") or f"forewarn/{stage()}/x",
         x_api_url=env.get("X_API_URL") or None,

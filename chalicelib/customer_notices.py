@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from chalicelib import aws, notices, queues, webhooks
+from chalicelib import aws, deliveries, notices, queues, webhooks
 from chalicelib.broadcasts import Services
 from chalicelib.config import Settings
-from chalicelib.deliveries import Delivery, Outcome, backoff_seconds, send_once
+from chalicelib.deliveries import Delivery, Gates, Outcome, backoff_seconds
 from chalicelib.domain import DELIVERABLE_CHANNELS, Channel, Customer, utcnow, zone
 from chalicelib.errors import BadRequest, ForewarnError
 from chalicelib.quiet_hours import QuietHours
+from chalicelib.send_rates import Pacer
 from chalicelib.shipment_store import ShipmentStore
 from chalicelib.shipments import (
     NOTICE_JOB,
@@ -199,7 +200,10 @@ def render(
 # --- the worker ------------------------------------------------------------------------------
 
 
-def deliver_notice(services: Services, job: NoticeJob, *, now: datetime) -> Result:
+def deliver_notice(
+    services: Services, job: NoticeJob, *, now: datetime, pacer: Pacer | None = None
+) -> Result:
+    """Send one parcel notice; `pacer` is the batch's (one per call without it)."""
     store, settings = services.store, services.settings
     customer = store.get_customer(job.customer_id)
     if customer is None:
@@ -219,7 +223,9 @@ def deliver_notice(services: Services, job: NoticeJob, *, now: datetime) -> Resu
         return render(job.kind, channel, customer.locale, context)
 
     delivery = Delivery(job.notice_id, customer, route, render_on, counted=False)
-    return Result(send_once(services, delivery, Suppressions(settings.names, store.db).reason))
+    suppressed = Suppressions(settings.names, store.db).reason
+    gates = Gates(suppressed, pacer or deliveries.pacer(services, {}))
+    return Result(deliveries.send_once(services, delivery, gates))
 
 
 class PostFailed(Exception):
@@ -309,11 +315,11 @@ def publish_return_received(services: Services, job: ReturnJob, *, now: datetime
 
 
 def _handle_safely(
-    services: Services, job: NoticeJob | ReturnJob, message_id: str, now: datetime
+    services: Services, job: NoticeJob | ReturnJob, message_id: str, now: datetime, pacer: Pacer
 ) -> Result:
     try:
         if isinstance(job, NoticeJob):
-            return deliver_notice(services, job, now=now)
+            return deliver_notice(services, job, now=now, pacer=pacer)
         return publish_return_received(services, job, now=now)
     except Exception as exc:
         # A claim, if taken, expires and the retry settles it (see chalicelib/deliveries.py).
@@ -325,6 +331,7 @@ def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) ->
     """Work a batch of notice-queue messages; the ids SQS must deliver again."""
     failed: list[str] = []
     queue = services.settings.names.notice_queue
+    pacer = deliveries.pacer(services, {})
     for message in messages:
         try:
             job = parse_job(message.body)
@@ -334,7 +341,7 @@ def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) ->
             failed.append(message.message_id)
             continue
         now = utcnow()
-        result = _handle_safely(services, job, message.message_id, now)
+        result = _handle_safely(services, job, message.message_id, now, pacer)
         if result.outcome is Outcome.DEFERRED and result.not_before is not None:
             failed.append(message.message_id)
             wait = int((result.not_before - now).total_seconds()) + 1

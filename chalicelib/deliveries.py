@@ -20,7 +20,8 @@ import functools
 import json
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -35,6 +36,7 @@ from chalicelib.domain import (
     Incident,
 )
 from chalicelib.errors import ForewarnError
+from chalicelib.send_rates import Pacer, SendRates
 from chalicelib.store import ClaimState
 from chalicelib.suppressions import Suppressions
 from chalicelib.suppressions import key as suppression_key
@@ -83,29 +85,30 @@ class DeliveryJob:
         return route[route.index(self.channel) :] if self.channel in route else (self.channel,)
 
 
+def batch_gates(services: Services, jobs: Sequence[DeliveryJob]) -> Gates:
+    """The suppressions of every address the jobs may use, fallbacks included, in one
+    BatchGetItem, and a pacer sized to the batch's planned channels."""
+    addresses = [
+        (channel, contact)
+        for job in jobs
+        for channel in job.customer.route(DELIVERABLE_CHANNELS)
+        if (contact := job.customer.contact(channel))
+    ]
+    found = Suppressions(services.settings.names, services.store.db).reasons(addresses)
+    return Gates(
+        lambda channel, address: found.get(suppression_key(channel, address)),
+        pacer(services, Counter(job.channel for job in jobs)),
+    )
+
+
 @dataclass
 class BatchContext:
     """Broadcasts and incidents read once per batch, not once per recipient."""
 
     services: Services
+    gates: Gates
     broadcasts: dict[str, Broadcast | None] = field(default_factory=dict)
     incidents: dict[str, Incident | None] = field(default_factory=dict)
-    # `suppressions.key(channel, address)` → why, for the batch's recipients: one read.
-    suppressed: dict[str, str] = field(default_factory=dict)
-
-    def load_suppressions(self, jobs: Sequence[DeliveryJob]) -> None:
-        """Every address a job may use, fallbacks included: one BatchGetItem per batch."""
-        addresses = [
-            (channel, contact)
-            for job in jobs
-            for channel in job.customer.route(DELIVERABLE_CHANNELS)
-            if (contact := job.customer.contact(channel))
-        ]
-        table = Suppressions(self.services.settings.names, self.services.store.db)
-        self.suppressed = table.reasons(addresses)
-
-    def suppression(self, channel: Channel, address: str) -> str | None:
-        return self.suppressed.get(suppression_key(channel, address))
 
     def lookup(self, broadcast_id: str) -> tuple[Broadcast, Incident] | None:
         store = self.services.store
@@ -134,13 +137,25 @@ class Delivery:
     counted: bool = True
 
 
-def send_once(
-    services: Services, delivery: Delivery, suppressed: Callable[[Channel, str], str | None]
-) -> Outcome:
+def pacer(services: Services, planned: Mapping[Channel, int]) -> Pacer:
+    settings = services.settings
+    rates = SendRates(settings.names, services.store.db, limits=settings.send_rates)
+    return Pacer(rates, planned)
+
+
+@dataclass(frozen=True)
+class Gates:
+    """What a batch checks before each send: suppressed addresses, and the send rates."""
+
+    suppressed: Callable[[Channel, str], str | None]
+    pacer: Pacer
+
+
+def send_once(services: Services, delivery: Delivery, gates: Gates) -> Outcome:
     """Walk the route until a channel sends, fails for the last time, or must be retried."""
     for index, channel in enumerate(delivery.route):
         fallback = delivery.route[index + 1] if index + 1 < len(delivery.route) else None
-        outcome = _send_on(services, delivery, channel, fallback, suppressed)
+        outcome = _send_on(services, delivery, channel, fallback, gates)
         if outcome is not Outcome.FELL_BACK:
             return outcome
     # Every row on the route had fallen back before: the last one cannot have.
@@ -152,7 +167,7 @@ def _send_on(
     delivery: Delivery,
     channel: Channel,
     fallback: Channel | None,
-    suppressed: Callable[[Channel, str], str | None],
+    gates: Gates,
 ) -> Outcome:
     store, settings = services.store, services.settings
     customer_id = delivery.customer.customer_id
@@ -204,11 +219,13 @@ def _send_on(
         # Another worker settled this row meanwhile; it owns what comes next.
         return Outcome.DUPLICATE
 
-    if contact and (why := suppressed(channel, contact)):
+    if contact and (why := gates.suppressed(channel, contact)):
         return cannot(Outcome.SUPPRESSED, f"suppressed: {why}")
     try:
         if notice is None or not contact:
             raise channels.PermanentSendError(render_error or f"no {channel.value} contact")
+        if not gates.pacer.acquire(channel):
+            raise channels.TransientSendError(f"{channel.value} send rate reached; next window")
         provider_id = channels.send(
             channel,
             contact,
@@ -245,7 +262,7 @@ def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
         )
 
     delivery = Delivery(job.broadcast_id, job.customer, job.route(broadcast.channels), render)
-    return send_once(context.services, delivery, context.suppression)
+    return send_once(context.services, delivery, context.gates)
 
 
 def backoff_seconds(receive_count: int, base: float = 2.0) -> int:
@@ -265,7 +282,6 @@ def _deliver_safely(job: DeliveryJob, context: BatchContext, message_id: str) ->
 
 def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) -> list[str]:
     """Deliver a batch; returns the ids of the messages SQS must deliver again."""
-    context = BatchContext(services)
     failed: list[str] = []
     touched: set[str] = set()
     parsed: list[tuple[queues.QueueMessage, list[DeliveryJob]]] = []
@@ -276,7 +292,7 @@ def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) ->
             # Never succeeds: let it reach the dead-letter queue for a person to look at.
             log.error("malformed delivery job %s", message.message_id)
             failed.append(message.message_id)
-    context.load_suppressions([job for _, jobs in parsed for job in jobs])
+    context = BatchContext(services, batch_gates(services, [j for _, jobs in parsed for j in jobs]))
     for message, jobs in parsed:
         outcomes = [_deliver_safely(job, context, message.message_id) for job in jobs]
         touched.update(job.broadcast_id for job in jobs)
