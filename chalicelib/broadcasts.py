@@ -49,6 +49,7 @@ _FIELDS = {
     "template",
     "variables",
     "public_post",
+    "quiet_hours",
 }
 # What a status source said that led to a broadcast: shown on the incident's timeline.
 SOURCE_UPDATE_FIELDS = ("source", "status", "body", "display_at")
@@ -125,6 +126,26 @@ def _source_update(value: object) -> dict[str, str] | None:
     return {key: str(value.get(key, ""))[:MAX_SOURCE_UPDATE_LENGTH] for key in SOURCE_UPDATE_FIELDS}
 
 
+def _holds_for_quiet_hours(settings: Settings, template: str, choice: object) -> bool:
+    """Whether recipients in their quiet hours wait for the morning. The stage's policy
+    (`QUIET_HOURS_OVERRIDE`) names the templates that may go out at night, outage notices by
+    default; ops may still hold one of those ("hold"), never send another kind ("send")."""
+    may_override = template in settings.quiet_hours_override
+    if choice is None:
+        return not may_override
+    if choice == "hold":
+        return True
+    if choice == "send":
+        if not may_override:
+            raise BadRequest(
+                f"{template} notices wait for quiet hours; only "
+                f"{', '.join(sorted(settings.quiet_hours_override)) or 'no template'} may go "
+                "out inside them (QUIET_HOURS_OVERRIDE)"
+            )
+        return False
+    raise BadRequest('quiet_hours must be "hold" or "send"')
+
+
 def create_broadcast(
     services: Services,
     payload: object,
@@ -169,6 +190,7 @@ def create_broadcast(
     public_post = payload.get("public_post", False)
     if not isinstance(public_post, bool):
         raise BadRequest("public_post must be true or false")
+    hold = _holds_for_quiet_hours(services.settings, template, payload.get("quiet_hours"))
     broadcast = Broadcast(
         broadcast_id=f"bc_{uuid.uuid4().hex[:16]}",
         incident_id=incident.incident_id,
@@ -183,6 +205,7 @@ def create_broadcast(
         counts={c: ChannelCounts() for c in channels},
         public_post=public_post,
         source_update=_source_update(source_update),
+        hold_quiet_hours=hold,
     )
     services.store.create_broadcast(broadcast)
     return broadcast
@@ -411,16 +434,20 @@ SETTLED_WITH_REASON = ("failed", "suppressed", "fell_back")
 
 def reconcile(services: Services, broadcast_id: str) -> dict[str, Any]:
     """Account for every customer of the broadcast: audience = sent + suppressed + failed
-    (with reasons) + waiting + unreachable, from the counters and, row by row, the ledger;
-    every disagreement between the two, or with the audience, is named in `gaps`. A notice
-    that fell back to another channel is planned twice, once per channel, and counted once."""
+    (with reasons) + deferred (held for quiet hours) + waiting + unreachable, from the
+    counters and, row by row, the ledger; every disagreement between the two, or with the
+    audience, is named in `gaps`. A notice that fell back to another channel is planned
+    twice, once per channel, and counted once."""
     broadcast = get_broadcast(services.store, broadcast_id)
     counted = broadcast.total()
     ledger: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
+    released: set[str] = set()  # customers whose held notice has come out of quiet hours
     for row in services.store.deliveries(broadcast_id):
         status = str(row.get("status", ""))
         ledger[status] += 1
+        if row.get("held"):
+            released.add(str(row.get("customer_id")))
         if status in SETTLED_WITH_REASON:
             reasons[str(row.get("reason") or "no reason recorded")] += 1
     settled = {status: ledger[status] for status in ("sent", *SETTLED_WITH_REASON)}
@@ -434,6 +461,7 @@ def reconcile(services: Services, broadcast_id: str) -> dict[str, Any]:
         gaps.append(f"{waiting} planned notice(s) not settled, yet the broadcast is sent")
     if waiting < 0:
         gaps.append(f"{-waiting} more notice(s) settled than were planned")
+    deferred = min(max(0, waiting), broadcast.deferred - len(released))
     return {
         "broadcast_id": broadcast_id,
         "status": broadcast.status.value,
@@ -441,7 +469,8 @@ def reconcile(services: Services, broadcast_id: str) -> dict[str, Any]:
         "audience": counted.planned - counted.fell_back + broadcast.unreachable,
         "unreachable": broadcast.unreachable,
         **settled,
-        "waiting": max(0, waiting),
+        "deferred": deferred,
+        "waiting": max(0, waiting) - deferred,
         "in_flight": ledger["sending"],
         "to_retry": ledger["retry"],
         "reasons": dict(reasons.most_common()),
@@ -501,7 +530,13 @@ def plan_step(services: Services, broadcast_id: str) -> None:
         if (channel := customer.primary_channel(broadcast.channels)) is not None
     ]
     planned = Counter(channel for _, channel in recipients)
-    queues.send_json(settings.names.delivery_queue, delivery_jobs(broadcast_id, recipients))
+    held = _holds(settings, broadcast, recipients, utcnow())
+    jobs = [
+        job
+        for not_before, group in held.items()
+        for job in delivery_jobs(broadcast_id, group, not_before=not_before)
+    ]
+    queues.send_json(settings.names.delivery_queue, jobs)
     if page.done and selector is not None:
         # Freeze before the final commit: a retry of this step can then still freeze it.
         store.freeze_audience(broadcast.incident_id)
@@ -512,6 +547,7 @@ def plan_step(services: Services, broadcast_id: str) -> None:
         planned=planned,
         unreachable=len(page.customers) - sum(planned.values()),
         done=page.done,
+        deferred=sum(len(group) for not_before, group in held.items() if not_before),
     )
     if not committed:
         # Another step planned this page first; it carries the plan on.
@@ -532,11 +568,28 @@ def plan_step(services: Services, broadcast_id: str) -> None:
 RECIPIENTS_PER_JOB = 10
 
 
+def _holds(
+    settings: Settings,
+    broadcast: Broadcast,
+    recipients: Sequence[tuple[Customer, Channel]],
+    now: datetime,
+) -> dict[int, list[tuple[Customer, Channel]]]:
+    """The recipients by when their notice may go out (epoch seconds; 0: now), so that each
+    queue message holds recipients whose quiet hours end together."""
+    quiet = settings.quiet_hours if broadcast.hold_quiet_hours else None
+    groups: dict[int, list[tuple[Customer, Channel]]] = {}
+    for customer, channel in recipients:
+        ends = quiet.ends_after(now, customer.time_zone) if quiet else None
+        groups.setdefault(int(ends.timestamp()) if ends else 0, []).append((customer, channel))
+    return groups
+
+
 def delivery_jobs(
-    broadcast_id: str, recipients: Sequence[tuple[Customer, Channel]]
+    broadcast_id: str, recipients: Sequence[tuple[Customer, Channel]], *, not_before: int = 0
 ) -> list[dict[str, Any]]:
     """Queue messages of up to ten recipients each: a tenth of the queue calls of one message
-    per recipient. A retried message re-sends nothing: the ledger skips settled recipients."""
+    per recipient. A retried message re-sends nothing: the ledger skips settled recipients.
+    `not_before` (epoch seconds) holds the message until the recipients' quiet hours end."""
     return [
         {
             "broadcast_id": broadcast_id,
@@ -544,6 +597,7 @@ def delivery_jobs(
                 {"channel": channel.value, "customer": customer.to_dict()}
                 for customer, channel in recipients[start : start + RECIPIENTS_PER_JOB]
             ],
+            **({"not_before": not_before} if not_before else {}),
         }
         for start in range(0, len(recipients), RECIPIENTS_PER_JOB)
     ]

@@ -105,6 +105,10 @@ class Names:
         return f"forewarn-{self.stage}-deliveries"
 
 
+# Outage notices: a customer would rather know at night that their line is down.
+DEFAULT_QUIET_HOURS_OVERRIDE = "outage_initial,outage_update,outage_resolved"
+
+
 @dataclass(frozen=True)
 class SendRateLimits:
     """Messages per second each channel may send, summed over every delivery worker, to stay
@@ -160,6 +164,9 @@ class Settings:
     second_approval_threshold: int
     # When parcel notices wait, in each customer's zone (`QUIET_HOURS=21:00-08:00`); None: never.
     quiet_hours: QuietHours | None
+    # Broadcast templates that may go out inside quiet hours (`QUIET_HOURS_OVERRIDE`); the
+    # rest wait for the window's end.
+    quiet_hours_override: frozenset[str]
     # Sends per second per channel over all workers (`SEND_RATE_SMS`, `SEND_RATE_EMAIL`).
     send_rates: SendRateLimits
     delivery_lease_seconds: int
@@ -215,6 +222,11 @@ def settings() -> Settings:
         plan_page_size=int(env.get("PLAN_PAGE_SIZE", "500")),
         second_approval_threshold=int(env.get("SECOND_APPROVAL_THRESHOLD", "1000")),
         quiet_hours=QuietHours.parse(env.get("QUIET_HOURS")),
+        quiet_hours_override=frozenset(
+            kind.strip()
+            for kind in env.get("QUIET_HOURS_OVERRIDE", DEFAULT_QUIET_HOURS_OVERRIDE).split(",")
+            if kind.strip()
+        ),
         send_rates=SendRateLimits.from_env(env),
         delivery_lease_seconds=int(env.get("DELIVERY_LEASE_SECONDS", "60")),
         x_secret_id=env.get("X_SECRET_ID") or f"forewarn/{stage()}/x",

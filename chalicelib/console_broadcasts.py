@@ -89,6 +89,8 @@ def create(services: Services, request: PageRequest) -> Redirect:
     }
     if form.get("template"):
         payload["template"] = form["template"]
+    if form.get("quiet_hours"):
+        payload["quiet_hours"] = form["quiet_hours"]
     if phase == Phase.INITIAL.value:
         payload["audience"] = _selector(form)
     created = broadcasts.create_broadcast(services, payload, actor=request.principal.subject)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ from chalicelib.domain import (
     Channel,
     Customer,
     Incident,
+    utcnow,
 )
 from chalicelib.errors import ForewarnError
 from chalicelib.send_rates import Pacer, SendRates
@@ -65,6 +67,8 @@ class DeliveryJob:
     broadcast_id: str
     customer: Customer
     channel: Channel
+    # Epoch seconds before which the recipient is in quiet hours; 0: at once.
+    not_before: int = 0
 
     @classmethod
     def from_message(cls, body: str) -> list[DeliveryJob]:
@@ -75,6 +79,7 @@ class DeliveryJob:
                 broadcast_id=str(data["broadcast_id"]),
                 customer=Customer.from_dict(recipient["customer"]),
                 channel=Channel(recipient["channel"]),
+                not_before=int(data.get("not_before", 0)),
             )
             for recipient in data["recipients"]
         ]
@@ -135,6 +140,8 @@ class Delivery:
     render: Callable[[Channel, str | None], notices.RenderedNotice]
     # Whether the broadcast's counters move with the ledger (parcel notices have none).
     counted: bool = True
+    # It waited for the customer's quiet hours to end (recorded on the ledger row).
+    held: bool = False
 
 
 def pacer(services: Services, planned: Mapping[Channel, int]) -> Pacer:
@@ -183,7 +190,11 @@ def _send_on(
     except ForewarnError as exc:
         render_error = exc.message
     claim = store.claim_delivery(
-        delivery.ledger_id, customer_id, channel, lease_seconds=settings.delivery_lease_seconds
+        delivery.ledger_id,
+        customer_id,
+        channel,
+        lease_seconds=settings.delivery_lease_seconds,
+        held=delivery.held,
     )
     if claim.state is ClaimState.SETTLED:
         return Outcome.FELL_BACK if claim.status == "fell_back" else Outcome.DUPLICATE
@@ -261,7 +272,8 @@ def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
             settings, broadcast, incident, job.customer, channel, unsubscribe_url=unsubscribe_url
         )
 
-    delivery = Delivery(job.broadcast_id, job.customer, job.route(broadcast.channels), render)
+    route = job.route(broadcast.channels)
+    delivery = Delivery(job.broadcast_id, job.customer, route, render, held=job.not_before > 0)
     return send_once(context.services, delivery, context.gates)
 
 
@@ -285,13 +297,24 @@ def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) ->
     failed: list[str] = []
     touched: set[str] = set()
     parsed: list[tuple[queues.QueueMessage, list[DeliveryJob]]] = []
+    queue = services.settings.names.delivery_queue
+    now = utcnow().timestamp()
     for message in messages:
         try:
-            parsed.append((message, DeliveryJob.from_message(message.body)))
+            jobs = DeliveryJob.from_message(message.body)
         except (ValueError, KeyError, TypeError, AttributeError):
             # Never succeeds: let it reach the dead-letter queue for a person to look at.
             log.error("malformed delivery job %s", message.message_id)
             failed.append(message.message_id)
+            continue
+        wait = max((job.not_before for job in jobs), default=0) - now
+        if wait > 0:
+            # Quiet hours where these recipients are: back when they end (each hold is one
+            # receive, well within the dead-letter limit for a window of at most 12 h).
+            failed.append(message.message_id)
+            queues.retry_later(queue, message.receipt_handle, math.ceil(wait))
+            continue
+        parsed.append((message, jobs))
     context = BatchContext(services, batch_gates(services, [j for _, jobs in parsed for j in jobs]))
     for message, jobs in parsed:
         outcomes = [_deliver_safely(job, context, message.message_id) for job in jobs]
@@ -299,9 +322,7 @@ def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) ->
         if Outcome.RETRY in outcomes:
             failed.append(message.message_id)
             queues.retry_later(
-                services.settings.names.delivery_queue,
-                message.receipt_handle,
-                backoff_seconds(message.receive_count),
+                queue, message.receipt_handle, backoff_seconds(message.receive_count)
             )
     for broadcast_id in touched:
         finish_if_complete(services.store, broadcast_id)

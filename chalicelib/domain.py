@@ -309,6 +309,10 @@ class Broadcast:
     plan_cursor: str = ""
     plan_touched: int = 0
     unreachable: int = 0
+    # Hold each recipient's notice while quiet hours last where they are.
+    hold_quiet_hours: bool = False
+    # Notices the planner held for quiet hours.
+    deferred: int = 0
     counts: dict[Channel, ChannelCounts] = field(default_factory=dict)
 
     def total(self) -> ChannelCounts:
@@ -343,6 +347,8 @@ class Broadcast:
             "source_update": dict(self.source_update) if self.source_update else None,
             "planning_done": self.planning_done,
             "unreachable": self.unreachable,
+            "hold_quiet_hours": self.hold_quiet_hours,
+            "deferred": self.deferred,
             "counts": {
                 channel.value: {name: getattr(counts, name) for name in COUNT_FIELDS}
                 for channel, counts in self.counts.items()

@@ -440,7 +440,7 @@ class Store(Tables):
     # -- broadcasts -----------------------------------------------------------------------
 
     def create_broadcast(self, broadcast: Broadcast) -> None:
-        item = {k: v for k, v in broadcast.to_dict().items() if k != "counts"}
+        item = {k: v for k, v in broadcast.to_dict().items() if k not in ("counts", "deferred")}
         item["plan_cursor"] = broadcast.plan_cursor
         for channel in broadcast.channels:
             for field in COUNT_FIELDS:
@@ -521,6 +521,7 @@ class Store(Tables):
         planned: Mapping[Channel, int],
         unreachable: int,
         done: bool,
+        deferred: int = 0,
     ) -> bool:
         """Count one planned page exactly once: the cursor moves only from where it was."""
         values: dict[str, Any] = {
@@ -528,9 +529,11 @@ class Store(Tables):
             ":next": next_cursor,
             ":done": done,
             ":unreachable": unreachable,
+            ":deferred": deferred,
             ":now": int(time.time()),
         }
-        adds = ["unreachable :unreachable"]
+        # `deferred` is a reserved word in DynamoDB expressions.
+        adds = ["unreachable :unreachable", "n_deferred :deferred"]
         for i, (channel, count) in enumerate(planned.items()):
             adds.append(f"{counter_name(channel, 'planned')} :p{i}")
             values[f":p{i}"] = count
@@ -617,9 +620,16 @@ class Store(Tables):
     # -- delivery ledger ------------------------------------------------------------------
 
     def claim_delivery(
-        self, broadcast_id: str, customer_id: str, channel: Channel, *, lease_seconds: int
+        self,
+        broadcast_id: str,
+        customer_id: str,
+        channel: Channel,
+        *,
+        lease_seconds: int,
+        held: bool = False,
     ) -> Claim:
-        """Record the intent to send before sending; only one worker can hold it."""
+        """Record the intent to send before sending; only one worker can hold it. `held`
+        marks a notice that waited for quiet hours, for reconcile to tell apart."""
         attempt_id = uuid.uuid4().hex
         now = int(time.time())
         key = {"broadcast_id": broadcast_id, "recipient_key": f"{customer_id}#{channel.value}"}
@@ -629,7 +639,8 @@ class Store(Tables):
                 Key=to_dynamo(key),
                 UpdateExpression=(
                     "SET #s = :sending, attempt_id = :a, lease_until = :lease, "
-                    "customer_id = :c, channel = :ch, updated_at = :now ADD attempts :one"
+                    "customer_id = :c, channel = :ch, updated_at = :now, held = :held "
+                    "ADD attempts :one"
                 ),
                 ConditionExpression="attribute_not_exists(broadcast_id) OR #s = :retry",
                 ExpressionAttributeNames={"#s": "status"},
@@ -643,6 +654,7 @@ class Store(Tables):
                         ":ch": channel.value,
                         ":now": now,
                         ":one": 1,
+                        ":held": held,
                     }
                 ),
                 ReturnValues="ALL_NEW",
@@ -797,6 +809,8 @@ def _broadcast_from(item: Item) -> Broadcast:
         plan_cursor=str(item.get("plan_cursor", "")),
         plan_touched=int(item.get("plan_touched", 0)),
         unreachable=int(item.get("unreachable", 0)),
+        hold_quiet_hours=bool(item.get("hold_quiet_hours", False)),
+        deferred=int(item.get("n_deferred", 0)),
         counts={
             channel: ChannelCounts(
                 **{field: int(item.get(counter_name(channel, field), 0)) for field in COUNT_FIELDS}

@@ -434,13 +434,13 @@ def halt_broadcast(ctx: click.Context, broadcast_id: str) -> None:
 @click.pass_context
 @api_command
 def reconcile_broadcast(ctx: click.Context, broadcast_id: str) -> None:
-    """Account for every customer: sent, suppressed, failed with reasons, waiting; exits 1
-    and names the gap when the counts do not add up."""
+    """Account for every customer: sent, suppressed, failed with reasons, held for quiet
+    hours, waiting; exits 1 and names the gap when the counts do not add up."""
     r = _client(ctx).get(f"/api/broadcasts/{broadcast_id}/reconcile")
     click.echo(
         f"broadcast {broadcast_id} ({r['status']}): audience {r['audience']} = "
         f"sent {r['sent']} + suppressed {r['suppressed']} + failed {r['failed']} + "
-        f"waiting {r['waiting']} + unreachable {r['unreachable']}"
+        f"deferred {r['deferred']} + waiting {r['waiting']} + unreachable {r['unreachable']}"
     )
     if r["fell_back"]:
         click.echo(f"  ({r['fell_back']} carried by a fallback channel, counted once)")
