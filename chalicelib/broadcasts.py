@@ -450,7 +450,7 @@ def reconcile(services: Services, broadcast_id: str) -> dict[str, Any]:
             released.add(str(row.get("customer_id")))
         if status in SETTLED_WITH_REASON:
             reasons[str(row.get("reason") or "no reason recorded")] += 1
-    settled = {status: ledger[status] for status in ("sent", *SETTLED_WITH_REASON)}
+    settled = {status: ledger[status] for status in ("sent", "digested", *SETTLED_WITH_REASON)}
     waiting = counted.planned - sum(settled.values())
     gaps = [
         f"{status}: the broadcast counts {count}, the ledger holds {settled[status]}"

@@ -89,6 +89,10 @@ class Names:
         return self.table("send-rates")
 
     @property
+    def digests(self) -> str:
+        return self.table("digests")
+
+    @property
     def notice_queue(self) -> str:
         return f"forewarn-{self.stage}-notices"
 
@@ -169,6 +173,8 @@ class Settings:
     quiet_hours_override: frozenset[str]
     # Sends per second per channel over all workers (`SEND_RATE_SMS`, `SEND_RATE_EMAIL`).
     send_rates: SendRateLimits
+    # The frequency cap's window (`DIGEST_WINDOW_SECONDS`); 0: no cap.
+    digest_window_seconds: int
     delivery_lease_seconds: int
     # Secrets Manager id of the X credentials (JSON: bearer_token, and for posting
     # consumer_key, consumer_secret, access_token, access_token_secret).
@@ -228,6 +234,7 @@ def settings() -> Settings:
             if kind.strip()
         ),
         send_rates=SendRateLimits.from_env(env),
+        digest_window_seconds=int(env.get("DIGEST_WINDOW_SECONDS", "0")),
         delivery_lease_seconds=int(env.get("DELIVERY_LEASE_SECONDS", "60")),
         x_secret_id=env.get("X_SECRET_ID") or f"forewarn/{stage()}/x",
         x_api_url=env.get("X_API_URL") or None,

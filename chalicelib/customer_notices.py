@@ -25,13 +25,14 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from chalicelib import aws, deliveries, notices, queues, webhooks
+from chalicelib import aws, deliveries, digests, notices, queues, webhooks
 from chalicelib.broadcasts import Services
 from chalicelib.config import Settings
 from chalicelib.deliveries import Delivery, Gates, Outcome, backoff_seconds
+from chalicelib.digests import DigestJob, Digests
 from chalicelib.domain import DELIVERABLE_CHANNELS, Channel, Customer, utcnow, zone
 from chalicelib.errors import BadRequest, ForewarnError
 from chalicelib.quiet_hours import QuietHours
@@ -99,7 +100,10 @@ class ReturnJob:
     tracking_code: str
 
 
-def parse_job(body: str) -> NoticeJob | ReturnJob:
+Job = NoticeJob | ReturnJob | DigestJob
+
+
+def parse_job(body: str) -> Job:
     """The job a queue message carries; ValueError/KeyError/TypeError when malformed."""
     data = json.loads(body)
     if not isinstance(data, dict):
@@ -108,6 +112,8 @@ def parse_job(body: str) -> NoticeJob | ReturnJob:
         return NoticeJob.from_dict(data)
     if data.get("type") == RETURN_JOB:
         return ReturnJob(str(data["event_id"]), str(data["tracking_code"]))
+    if data.get("type") == digests.DIGEST_JOB:
+        return DigestJob.from_dict(data)
     raise ValueError(f"unknown job type {str(data.get('type'))[:40]!r}")
 
 
@@ -168,33 +174,9 @@ def render(
     kind: NoticeKind, channel: Channel, locale: str, context: Mapping[str, object]
 ) -> notices.RenderedNotice:
     """Like `notices.render_notice`, from `templates/_shipments/`, for SMS and email."""
-    from jinja2 import TemplateNotFound
-
     if channel not in DELIVERABLE_CHANNELS:
         raise BadRequest(f"shipment notices are not sent on {channel.value}")
-    chain = notices.locale_chain(locale)
-    parts: dict[str, str] = {}
-    # The part list, sandbox, error wording and locale fallback are the broadcast
-    # renderer's own, so both kinds of notice behave the same way.
-    for key, part in notices._PARTS[channel]:
-        names = [f"{TEMPLATE_ROOT}/{kind.value}/{loc}/{part}" for loc in chain]
-        try:
-            template = notices._environment().select_template(names)
-        except TemplateNotFound:
-            raise BadRequest(
-                f"template {TEMPLATE_ROOT}/{kind.value}/{{{','.join(chain)}}}/{part}:"
-                " no such template in any locale"
-            ) from None
-        except Exception as exc:
-            raise notices._template_error(names[0], exc) from None
-        parts[key] = notices._render(template, str(template.name), context).strip()
-    subject = parts.get("subject")
-    return notices.RenderedNotice(
-        channel=channel,
-        text=parts["text"],
-        subject=" ".join(subject.split()) if subject is not None else None,
-        html=parts.get("html"),
-    )
+    return notices.render_under(f"{TEMPLATE_ROOT}/{kind.value}", channel, locale, context)
 
 
 # --- the worker ------------------------------------------------------------------------------
@@ -226,6 +208,40 @@ def deliver_notice(
     suppressed = Suppressions(settings.names, store.db).reason
     gates = Gates(suppressed, pacer or deliveries.pacer(services, {}))
     return Result(deliveries.send_once(services, delivery, gates))
+
+
+def deliver_digest(services: Services, job: DigestJob, *, now: datetime, pacer: Pacer) -> Result:
+    """One combined message of everything the frequency cap held for the job's window, once
+    (chalicelib/digests.py); its entries are cleared only after it was settled."""
+    due = datetime.fromtimestamp(job.due, UTC)
+    if now < due:
+        return Result(Outcome.DEFERRED, due)
+    store, settings = services.store, services.settings
+    table = Digests(settings.names, store.db, window_seconds=settings.digest_window_seconds)
+    pending = table.pending(job)
+    customer = store.get_customer(job.customer_id)
+    if not pending or customer is None:
+        # Already sent and cleared (a repeated job), or the customer is gone.
+        return Result(Outcome.DUPLICATE)
+    entries = list(pending.values())
+
+    def render_on(channel: Channel, link: str | None) -> notices.RenderedNotice:
+        return digests.render(
+            channel,
+            customer.locale,
+            entries,
+            first_name=customer.first_name,
+            brand=settings.brand,
+            unsubscribe_url=link,
+        )
+
+    route = customer.route(DELIVERABLE_CHANNELS)
+    delivery = Delivery(job.ledger_id, customer, route, render_on, counted=False)
+    suppressed = Suppressions(settings.names, store.db).reason
+    outcome = deliveries.send_once(services, delivery, Gates(suppressed, pacer))
+    if outcome is not Outcome.RETRY:
+        table.clear(job.customer_id, list(pending))
+    return Result(outcome)
 
 
 class PostFailed(Exception):
@@ -315,11 +331,13 @@ def publish_return_received(services: Services, job: ReturnJob, *, now: datetime
 
 
 def _handle_safely(
-    services: Services, job: NoticeJob | ReturnJob, message_id: str, now: datetime, pacer: Pacer
+    services: Services, job: Job, message_id: str, now: datetime, pacer: Pacer
 ) -> Result:
     try:
         if isinstance(job, NoticeJob):
             return deliver_notice(services, job, now=now, pacer=pacer)
+        if isinstance(job, DigestJob):
+            return deliver_digest(services, job, now=now, pacer=pacer)
         return publish_return_received(services, job, now=now)
     except Exception as exc:
         # A claim, if taken, expires and the retry settles it (see chalicelib/deliveries.py).

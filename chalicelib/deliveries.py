@@ -21,13 +21,15 @@ import json
 import logging
 import math
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from chalicelib import channels, notices, queues, unsubscribe
+from chalicelib import channels, digests, notices, queues, unsubscribe
 from chalicelib.broadcasts import Services, finish_if_complete, render_for
+from chalicelib.digests import DigestJob, Digests
 from chalicelib.domain import (
     DELIVERABLE_CHANNELS,
     Broadcast,
@@ -60,6 +62,8 @@ class Outcome(StrEnum):
     FELL_BACK = "fell_back"
     # Held for quiet hours: the job comes back when they end.
     DEFERRED = "deferred"
+    # Held back by the frequency cap: the customer's digest carries it.
+    DIGESTED = "digested"
 
 
 @dataclass(frozen=True)
@@ -100,9 +104,13 @@ def batch_gates(services: Services, jobs: Sequence[DeliveryJob]) -> Gates:
         if (contact := job.customer.contact(channel))
     ]
     found = Suppressions(services.settings.names, services.store.db).reasons(addresses)
+    window = services.settings.digest_window_seconds
     return Gates(
         lambda channel, address: found.get(suppression_key(channel, address)),
         pacer(services, Counter(job.channel for job in jobs)),
+        Digests(services.settings.names, services.store.db, window_seconds=window)
+        if window
+        else None,
     )
 
 
@@ -142,6 +150,8 @@ class Delivery:
     counted: bool = True
     # It waited for the customer's quiet hours to end (recorded on the ledger row).
     held: bool = False
+    # What the customer's digest says of it; None: never held back by the frequency cap.
+    digest_entry: Mapping[str, str] | None = None
 
 
 def pacer(services: Services, planned: Mapping[Channel, int]) -> Pacer:
@@ -156,6 +166,8 @@ class Gates:
 
     suppressed: Callable[[Channel, str], str | None]
     pacer: Pacer
+    # The frequency cap; None when the stage has none.
+    cap: Digests | None = None
 
 
 def send_once(services: Services, delivery: Delivery, gates: Gates) -> Outcome:
@@ -197,6 +209,11 @@ def _send_on(
         held=delivery.held,
     )
     if claim.state is ClaimState.SETTLED:
+        if claim.status == "digested" and gates.cap is not None:
+            # The worker that joined the digest may have stopped before queueing it.
+            window = gates.cap.window_of(customer_id, delivery.ledger_id)
+            if window is not None:
+                digests.enqueue(settings.names, DigestJob(customer_id, window), time.time())
         return Outcome.FELL_BACK if claim.status == "fell_back" else Outcome.DUPLICATE
     if claim.state is ClaimState.IN_FLIGHT:
         return Outcome.RETRY
@@ -235,6 +252,10 @@ def _send_on(
     try:
         if notice is None or not contact:
             raise channels.PermanentSendError(render_error or f"no {channel.value} contact")
+        if gates.cap is not None and delivery.digest_entry is not None:
+            joined = _join_open_digest(services, delivery, delivery.digest_entry, gates.cap, settle)
+            if joined is not None:
+                return joined
         if not gates.pacer.acquire(channel):
             raise channels.TransientSendError(f"{channel.value} send rate reached; next window")
         provider_id = channels.send(
@@ -256,6 +277,29 @@ def _send_on(
     return Outcome.SENT
 
 
+def _join_open_digest(
+    services: Services,
+    delivery: Delivery,
+    entry: Mapping[str, str],
+    cap: Digests,
+    settle: Callable[..., bool],
+) -> Outcome | None:
+    """None when the notice may go out now; DIGESTED when it joined the customer's open
+    window instead (settled, counted and added to the digest in one transaction)."""
+    customer_id = delivery.customer.customer_id
+    for _ in range(2):
+        now = time.time()
+        window = cap.admit(customer_id, delivery.ledger_id, now)
+        if window is None:
+            return None
+        join = cap.join(customer_id, delivery.ledger_id, window, now, entry)
+        if settle(status="digested", counter="digested", also=[join]):
+            digests.enqueue(services.settings.names, DigestJob(customer_id, window), now)
+            return Outcome.DIGESTED
+    # The window closed under us twice, or another worker settled the row: later.
+    raise channels.TransientSendError("the customer's digest window changed meanwhile")
+
+
 def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
     found = context.lookup(job.broadcast_id)
     if found is None:
@@ -273,7 +317,14 @@ def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
         )
 
     route = job.route(broadcast.channels)
-    delivery = Delivery(job.broadcast_id, job.customer, route, render, held=job.not_before > 0)
+    delivery = Delivery(
+        job.broadcast_id,
+        job.customer,
+        route,
+        render,
+        held=job.not_before > 0,
+        digest_entry=digests.entry(broadcast, incident),
+    )
     return send_once(context.services, delivery, context.gates)
 
 

@@ -274,13 +274,15 @@ class ChannelCounts:
     # Failed permanently (or suppressed) here and handed to the customer's next channel,
     # whose `planned` grew by one in the same write.
     fell_back: int = 0
+    # Held back by the frequency cap: the customer's next digest carries it.
+    digested: int = 0
 
     @property
     def settled(self) -> int:
-        return self.sent + self.failed + self.suppressed + self.fell_back
+        return self.sent + self.failed + self.suppressed + self.fell_back + self.digested
 
 
-COUNT_FIELDS = ("planned", "sent", "failed", "suppressed", "fell_back")
+COUNT_FIELDS = ("planned", "sent", "failed", "suppressed", "fell_back", "digested")
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -346,11 +346,16 @@ def render_notice(
     """Render every part `channel` needs, each from the most specific locale that has it."""
     if not _KIND_RE.fullmatch(kind):
         raise _unknown_kind(kind)
-    channel = Channel(channel)
     chain = locale_chain(locale)
+    return _render_parts(Channel(channel), lambda part: _select(kind, part, chain), context)
+
+
+def _render_parts(
+    channel: Channel, select: Callable[[str], Template], context: Mapping[str, object]
+) -> RenderedNotice:
     parts: dict[str, str] = {}
     for key, part in _PARTS[channel]:
-        template = _select(kind, part, chain)
+        template = select(part)
         parts[key] = _render(template, str(template.name), context).strip()
     subject = parts.get("subject")
     return RenderedNotice(
@@ -393,6 +398,30 @@ def _compile_custom(source: str, name: str) -> Template:
         return _environment().from_string(source)
     except Exception as exc:
         raise _template_error(name, exc) from None
+
+
+def render_under(
+    folder: str, channel: Channel, locale: str, context: Mapping[str, object]
+) -> RenderedNotice:
+    """Render a notice that is not a broadcast kind (parcel notices, digests) from
+    `templates/<folder>/<locale>/`, with the broadcast renderer's parts, sandbox, error
+    wording and locale fallback, so every kind of notice behaves the same way."""
+    from jinja2 import TemplateNotFound
+
+    chain = locale_chain(locale)
+
+    def select(part: str) -> Template:
+        names = [f"{folder}/{loc}/{part}" for loc in chain]
+        try:
+            return _environment().select_template(names)
+        except TemplateNotFound:
+            raise BadRequest(
+                f"template {folder}/{{{','.join(chain)}}}/{part}: no such template in any locale"
+            ) from None
+        except Exception as exc:
+            raise _template_error(names[0], exc) from None
+
+    return _render_parts(channel, select, context)
 
 
 def _select(kind: str, part: str, chain: list[str]) -> Template:

@@ -42,13 +42,19 @@ def forget_queue_urls() -> None:
     _urls.clear()
 
 
-def send_json(queue_name: str, bodies: Sequence[Mapping[str, Any]]) -> None:
+def send_json(
+    queue_name: str, bodies: Sequence[Mapping[str, Any]], *, delay_seconds: int = 0
+) -> None:
     """Send every body, ten per call; entries SQS refuses are retried, then raised."""
     sqs = aws.client("sqs")
     url = queue_url(queue_name)
     for start in range(0, len(bodies), 10):
         entries = [
-            {"Id": str(i), "MessageBody": json.dumps(body, separators=(",", ":"))}
+            {
+                "Id": str(i),
+                "MessageBody": json.dumps(body, separators=(",", ":")),
+                "DelaySeconds": delay_seconds,
+            }
             for i, body in enumerate(bodies[start : start + 10])
         ]
         for attempt in range(6):

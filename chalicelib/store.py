@@ -685,6 +685,7 @@ class Store(Tables):
         reason: str | None = None,
         count: bool = True,
         moves_to: Channel | None = None,
+        also: Sequence[Mapping[str, Any]] = (),
     ) -> bool:
         """Settle a claimed delivery and count it, together, once.
 
@@ -692,6 +693,7 @@ class Store(Tables):
         same ledger under their notice id but have no broadcast whose counter to move.
         `moves_to` hands the notice to a fallback channel: that channel's `planned` grows in
         the same write, so the broadcast is never complete with the handover half done.
+        `also` adds transaction items that must succeed with the settle (a digest entry).
         """
         key = {"broadcast_id": broadcast_id, "recipient_key": f"{customer_id}#{channel.value}"}
         values = {
@@ -730,6 +732,7 @@ class Store(Tables):
                         "ExpressionAttributeValues": to_dynamo({":one": 1}),
                     }
                 },
+                *also,
             ],
         )
 

@@ -439,7 +439,8 @@ def reconcile_broadcast(ctx: click.Context, broadcast_id: str) -> None:
     r = _client(ctx).get(f"/api/broadcasts/{broadcast_id}/reconcile")
     click.echo(
         f"broadcast {broadcast_id} ({r['status']}): audience {r['audience']} = "
-        f"sent {r['sent']} + suppressed {r['suppressed']} + failed {r['failed']} + "
+        f"sent {r['sent']} + in a digest {r['digested']} + suppressed {r['suppressed']} + "
+        f"failed {r['failed']} + "
         f"deferred {r['deferred']} + waiting {r['waiting']} + unreachable {r['unreachable']}"
     )
     if r["fell_back"]:
@@ -455,7 +456,9 @@ def reconcile_broadcast(ctx: click.Context, broadcast_id: str) -> None:
 def _totals(state: dict[str, Any]) -> tuple[int, int]:
     counts = state["counts"].values()
     planned = sum(c["planned"] for c in counts)
-    settled = sum(c["sent"] + c["failed"] + c["suppressed"] + c["fell_back"] for c in counts)
+    settled = sum(
+        c["sent"] + c["failed"] + c["suppressed"] + c["fell_back"] + c["digested"] for c in counts
+    )
     return planned, settled
 
 
@@ -491,11 +494,17 @@ def _print_status(state: dict[str, Any]) -> None:
         f"({state['phase']} for incident {state['incident_id']})",
         bold=True,
     )
-    click.echo(f"  {'channel':<8}{'planned':>9}{'sent':>9}{'failed':>9}{'suppressed':>12}")
+    columns = (
+        ("planned", 9),
+        ("sent", 9),
+        ("failed", 9),
+        ("suppressed", 12),
+        ("fell_back", 11),
+        ("digested", 10),
+    )
+    click.echo(f"  {'channel':<8}" + "".join(f"{name:>{width}}" for name, width in columns))
     for channel, c in state["counts"].items():
-        click.echo(
-            f"  {channel:<8}{c['planned']:>9}{c['sent']:>9}{c['failed']:>9}{c['suppressed']:>12}"
-        )
+        click.echo(f"  {channel:<8}" + "".join(f"{c[name]:>{width}}" for name, width in columns))
     if state.get("unreachable"):
         click.echo(f"  unreachable (no contact for the offered channels): {state['unreachable']}")
 

@@ -271,8 +271,22 @@ def test_an_invalid_number_hands_the_notice_to_the_customers_next_channel_once(
     final = broadcasts.get_broadcast(services().store, broadcast_id)
     assert final.status is BroadcastStatus.SENT
     assert final.to_dict()["counts"] == {
-        "sms": {"planned": 3, "sent": 2, "failed": 0, "suppressed": 0, "fell_back": 1},
-        "email": {"planned": 1, "sent": 1, "failed": 0, "suppressed": 0, "fell_back": 0},
+        "sms": {
+            "planned": 3,
+            "sent": 2,
+            "failed": 0,
+            "suppressed": 0,
+            "fell_back": 1,
+            "digested": 0,
+        },
+        "email": {
+            "planned": 1,
+            "sent": 1,
+            "failed": 0,
+            "suppressed": 0,
+            "fell_back": 0,
+            "digested": 0,
+        },
     }
     assert ledger(broadcast_id) == {
         "c0000#sms": "sent",
