@@ -177,5 +177,7 @@ def render(
         "entries": entries,
         "opt_out_sms": notices.OPT_OUT_SMS,
         "unsubscribe_url": unsubscribe_url,
+        # The layout's one "follow progress" button; each entry carries its own link.
+        "status_link": "",
     }
     return notices.render_under(TEMPLATE, channel, locale, context)

@@ -170,3 +170,44 @@ def test_without_a_window_every_notice_goes_on_its_own(
     outage("Voicemail down")
     run_queues()
     assert len(texts_to(stack, kim.phone)) == 2
+
+
+def test_a_digest_renders_for_every_channel_and_escapes_titles_in_html() -> None:
+    entries = [
+        {
+            "title": "Fibre <b>down</b>",
+            "services": "fibre",
+            "regions": "harbour",
+            "status": "identified",
+            "phase": "initial",
+            "status_link": "https://status.example/1",
+        },
+        {
+            "title": "Voicemail",
+            "services": "mobile",
+            "regions": "",
+            "status": "resolved",
+            "phase": "resolved",
+            "status_link": "",
+        },
+    ]
+    sms = digests.render(
+        Channel.SMS, "en", entries, first_name="Kim", brand="Acme", unsubscribe_url=None
+    )
+    assert sms.text.startswith("Acme: 2 updates since our last message. 1) Fibre <b>down</b>:")
+    assert "https://status.example/1" in sms.text
+    assert sms.text.endswith("Reply STOP to opt out.")
+    email = digests.render(
+        Channel.EMAIL,
+        "en",
+        entries,
+        first_name="Kim",
+        brand="Acme",
+        unsubscribe_url="https://acme.example/unsubscribe?t=1",
+    )
+    assert email.subject == "2 service updates from Acme"
+    assert "2. Voicemail (mobile): back to normal." in email.text
+    assert "https://acme.example/unsubscribe?t=1" in email.text
+    assert email.html is not None
+    assert "Fibre &lt;b&gt;down&lt;/b&gt;" in email.html
+    assert "<b>down</b>" not in email.html
