@@ -26,6 +26,7 @@ from chalicelib import (
     http,
     incidents,
     lookup,
+    observability,
     queues,
     replies,
     shipment_api,
@@ -43,6 +44,8 @@ from chalicelib.scans import scheduled_scan
 from chalicelib.x import x_poster
 
 app = Chalice(app_name="forewarn")
+# Around every handler: JSON logs with correlation ids, and EMF metrics flushed at its end.
+app.register_middleware(observability.middleware, "all")
 names = Names(stage())
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from chalicelib import audiences, notices, queues
+from chalicelib import audiences, notices, observability, queues
 from chalicelib.config import Settings
 from chalicelib.domain import (
     DELIVERABLE_CHANNELS,
@@ -368,7 +368,9 @@ def halt(
             halted_by=actor,
             halted_at=iso(now or utcnow()),
         ):
-            log.warning("broadcast %s halted by %s", broadcast_id, actor)
+            # Who halted it is on the broadcast (`halted_by`) and in the audit log; a
+            # person's name has no place in the logs.
+            log.warning("broadcast %s halted", broadcast_id)
             return get_broadcast(store, broadcast_id)
     broadcast = get_broadcast(store, broadcast_id)
     raise Conflict(
@@ -504,7 +506,8 @@ def plan_message(services: Services, body: str) -> None:
     except (ValueError, KeyError, TypeError):
         # Never plannable; leave it for the dead-letter queue rather than crash-loop silently.
         raise ValueError("malformed planner message") from None
-    plan_step(services, str(broadcast_id))
+    with observability.correlated(broadcast_id=str(broadcast_id)):
+        plan_step(services, str(broadcast_id))
 
 
 def plan_step(services: Services, broadcast_id: str) -> None:
@@ -609,9 +612,28 @@ def finish_if_complete(store: Store, broadcast_id: str, now: datetime | None = N
         return False
     if not broadcast.is_complete():
         return False
-    return store.transition(
-        broadcast_id, BroadcastStatus.SENDING, BroadcastStatus.SENT, sent_at=iso(now or utcnow())
+    finished_at = now or utcnow()
+    finished = store.transition(
+        broadcast_id, BroadcastStatus.SENDING, BroadcastStatus.SENT, sent_at=iso(finished_at)
     )
+    if finished and broadcast.phase is Phase.INITIAL:
+        _record_lead_time(store, broadcast, finished_at)
+    return finished
+
+
+def _record_lead_time(store: Store, broadcast: Broadcast, finished_at: datetime) -> None:
+    """`LeadTimeSeconds`: from the incident's opening to every customer of its initial
+    notice having been told (as the dashboard shows it). Once per broadcast: one caller
+    wins the transition to sent. The incident keeps no earlier signal time; for one opened
+    from an emerging issue, `SignalToIncidentSeconds` (chalicelib/handoff.py) measures the
+    part before it."""
+    try:
+        incident = store.get_incident(broadcast.incident_id)
+        if incident is not None:
+            observability.elapsed("LeadTimeSeconds", incident.created_at, finished_at)
+    except Exception as exc:
+        # A metric must never fail the delivery batch or sweep that finished the broadcast.
+        log.warning("lead time of %s not recorded: %s", broadcast.broadcast_id, type(exc).__name__)
 
 
 STALLED_PLAN_SECONDS = 120

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from chalicelib import aws, deliveries, digests, notices, queues, webhooks
+from chalicelib import aws, deliveries, digests, notices, observability, queues, webhooks
 from chalicelib.broadcasts import Services
 from chalicelib.config import Settings
 from chalicelib.deliveries import Delivery, Gates, Outcome, backoff_seconds
@@ -345,6 +345,13 @@ def _handle_safely(
         return Result(Outcome.RETRY)
 
 
+def _notice_id(job: Job) -> str | None:
+    """The ledger id a job's logs are correlated by (a digest's names its window)."""
+    if isinstance(job, NoticeJob):
+        return job.notice_id
+    return job.ledger_id if isinstance(job, DigestJob) else None
+
+
 def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) -> list[str]:
     """Work a batch of notice-queue messages; the ids SQS must deliver again."""
     failed: list[str] = []
@@ -359,7 +366,8 @@ def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) ->
             failed.append(message.message_id)
             continue
         now = utcnow()
-        result = _handle_safely(services, job, message.message_id, now, pacer)
+        with observability.correlated(notice_id=_notice_id(job)):
+            result = _handle_safely(services, job, message.message_id, now, pacer)
         if result.outcome is Outcome.DEFERRED and result.not_before is not None:
             failed.append(message.message_id)
             wait = int((result.not_before - now).total_seconds()) + 1

@@ -11,7 +11,12 @@ a hard-bounced or suppressed address), its row settles as `fell_back` and the cu
 next channel, in their order of preference, carries the same notice under its own row.
 A retried job walks the same route and skips rows already `fell_back`, so a worker that
 stops mid-way resumes at the next channel and never sends twice (`send_once`). Parcel
-notices (chalicelib/customer_notices.py) go through the same `send_once`.
+notices and digests (chalicelib/customer_notices.py) go through the same `send_once`.
+
+Before a send: the address must not be suppressed, the frequency cap may fold the notice
+into the customer's digest instead (chalicelib/digests.py), and the channel's send rate
+must have room (chalicelib/send_rates.py). A message whose recipients are in their quiet
+hours (`not_before`) goes back to the queue until they end, untouched.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
-from chalicelib import channels, digests, notices, queues, unsubscribe
+from chalicelib import channels, digests, notices, observability, queues, unsubscribe
 from chalicelib.broadcasts import Services, finish_if_complete, render_for
 from chalicelib.digests import DigestJob, Digests
 from chalicelib.domain import (
@@ -162,7 +168,8 @@ def pacer(services: Services, planned: Mapping[Channel, int]) -> Pacer:
 
 @dataclass(frozen=True)
 class Gates:
-    """What a batch checks before each send: suppressed addresses, and the send rates."""
+    """What a batch checks before each send: suppressed addresses, the frequency cap, and
+    the send rates."""
 
     suppressed: Callable[[Channel, str], str | None]
     pacer: Pacer
@@ -217,7 +224,7 @@ def _send_on(
         return Outcome.FELL_BACK if claim.status == "fell_back" else Outcome.DUPLICATE
     if claim.state is ClaimState.IN_FLIGHT:
         return Outcome.RETRY
-    settle = functools.partial(
+    record = functools.partial(
         store.record_outcome,
         delivery.ledger_id,
         customer_id,
@@ -225,6 +232,15 @@ def _send_on(
         attempt_id=claim.attempt_id,
         count=delivery.counted,
     )
+
+    def settle(**outcome: Any) -> bool:
+        settled = record(**outcome)
+        # Counted where the row settles, and only by the write that settled it: a retried
+        # job that finds the row settled counts nothing, as the broadcast's counters.
+        if settled:
+            observability.notice_settled(channel.value, outcome["status"])
+        return settled
+
     if claim.state is ClaimState.IN_DOUBT:
         settle(
             status="sent",
@@ -368,7 +384,10 @@ def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) ->
         parsed.append((message, jobs))
     context = BatchContext(services, batch_gates(services, [j for _, jobs in parsed for j in jobs]))
     for message, jobs in parsed:
-        outcomes = [_deliver_safely(job, context, message.message_id) for job in jobs]
+        outcomes = []
+        for job in jobs:
+            with observability.correlated(broadcast_id=job.broadcast_id):
+                outcomes.append(_deliver_safely(job, context, message.message_id))
         touched.update(job.broadcast_id for job in jobs)
         if Outcome.RETRY in outcomes:
             failed.append(message.message_id)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from chalicelib import aws, broadcasts, causes, incidents
+from chalicelib import aws, broadcasts, causes, incidents, observability
 from chalicelib.broadcasts import Services
 from chalicelib.config import Settings
 from chalicelib.domain import Broadcast, Incident, IncidentStatus, Phase, utcnow
@@ -246,11 +246,16 @@ def _open_incident(
         "regions": list(scope.regions),
     }
     try:
-        return incidents.create_incident(store, payload, now, incident_id=incident_id)
+        created = incidents.create_incident(store, payload, now, incident_id=incident_id)
     except Exception as exc:
         # Two promotes of one issue at once: the other created it.
         if aws.error_code(exc) != "ConditionalCheckFailedException":
             raise
+    else:
+        # From the issue's first signal to its incident: the part of the lead time before
+        # the incident exists (LeadTimeSeconds, chalicelib/broadcasts.py, is the rest).
+        observability.elapsed("SignalToIncidentSeconds", issue.opened_at, now)
+        return created
     found = store.get_incident(incident_id)
     if found is None:  # pragma: no cover - created and gone again
         raise Conflict(f"incident {incident_id} vanished while being opened")

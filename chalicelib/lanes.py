@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from chalicelib import aws, broadcasts, incidents
-from chalicelib.domain import Broadcast, Incident
+from chalicelib import aws, broadcasts, incidents, observability
+from chalicelib.domain import Broadcast, Incident, utcnow
 from chalicelib.emerging import BucketCounts, Issue, Policy, bucket_start
 from chalicelib.errors import Conflict
 from chalicelib.shipments import Shipment, carrier_name, is_disruption, lane_of
@@ -159,6 +159,9 @@ def open_incident(
             if aws.error_code(exc) != "ConditionalCheckFailedException":
                 raise
             incident = incidents.get_incident(store, incident_id)
+        else:
+            # Only the call that created it: see chalicelib/handoff.py.
+            observability.elapsed("SignalToIncidentSeconds", issue.opened_at, utcnow())
     existing = store.broadcasts_for_incident(incident_id)
     if existing:
         return incident, existing[0]

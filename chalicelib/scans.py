@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from chalicelib import lanes
+from chalicelib import lanes, observability
 from chalicelib.config import Settings, settings
 from chalicelib.domain import utcnow
 from chalicelib.emerging import Policy
@@ -56,6 +56,9 @@ def scheduled_scan(lambda_context: Any) -> dict[str, Any]:
     )
     report.opened += lane_report.opened
     report.closed += lane_report.closed
+    observability.count("PostsScanned", report.fetched)
+    observability.count("IssuesOpened", len(report.opened))
+    observability.count("ScanErrors", len(report.errors))
     log.info(
         "scan: %d topics, %d new posts, %d buckets, opened %s, rate-limited %s, errors %s",
         report.topics,

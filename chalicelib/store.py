@@ -76,6 +76,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# The ledger's TTL. A row must outlive every copy of its job (4 days on a queue, 14 in a
+# dead-letter queue, then a redrive), or a late copy would find no claim and send again; it
+# also bounds how far back a customer's notice history reaches in the lookup.
+LEDGER_RETENTION_SECONDS = 400 * 86_400
+
+
 def counter_name(channel: Channel, field: str) -> str:
     return f"n_{channel.value}_{field}"
 
@@ -639,8 +645,8 @@ class Store(Tables):
                 Key=to_dynamo(key),
                 UpdateExpression=(
                     "SET #s = :sending, attempt_id = :a, lease_until = :lease, "
-                    "customer_id = :c, channel = :ch, updated_at = :now, held = :held "
-                    "ADD attempts :one"
+                    "customer_id = :c, channel = :ch, updated_at = :now, held = :held, "
+                    "expires_at = :exp ADD attempts :one"
                 ),
                 ConditionExpression="attribute_not_exists(broadcast_id) OR #s = :retry",
                 ExpressionAttributeNames={"#s": "status"},
@@ -655,6 +661,7 @@ class Store(Tables):
                         ":now": now,
                         ":one": 1,
                         ":held": held,
+                        ":exp": now + LEDGER_RETENTION_SECONDS,
                     }
                 ),
                 ReturnValues="ALL_NEW",

@@ -97,7 +97,9 @@ def _unwrap(body: str) -> dict[str, Any]:
 
 def apply(services: Services, table: Suppressions, data: Mapping[str, Any]) -> str:
     """What the feedback did: `opted_out`, `opted_in`, `help`, `suppressed`, or `ignored`."""
-    if "notificationType" in data:
+    # SES says `notificationType` for an identity's feedback topic and `eventType` for a
+    # configuration set's event destination (which infra/ uses); the bodies are alike.
+    if "notificationType" in data or "eventType" in data:
         return _email_feedback(table, data)
     if "originationNumber" in data:
         return _inbound_sms(services, table, data)
@@ -131,7 +133,7 @@ def _inbound_sms(services: Services, table: Suppressions, data: Mapping[str, Any
 
 
 def _email_feedback(table: Suppressions, data: Mapping[str, Any]) -> str:
-    kind = data.get("notificationType")
+    kind = data.get("notificationType") or data.get("eventType")
     if kind == "Bounce":
         bounce = data.get("bounce") or {}
         if bounce.get("bounceType") != "Permanent":

@@ -517,11 +517,31 @@ def _print_status(state: dict[str, Any]) -> None:
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("build/dev"), show_default=True
 )
-def package(stage: str, out: Path) -> None:
-    """Build the deployable CloudFormation template and zip (templates included)."""
-    from forewarn_cli.packaging import build_package
+@click.option(
+    "--wheelhouse-only",
+    is_flag=True,
+    help="Only fill wheelhouse/ from PyPI (when missing or stale for requirements.txt) "
+    "with the wheels the stage's Lambda runtime loads, then stop.",
+)
+def package(stage: str, out: Path, wheelhouse_only: bool) -> None:
+    """Build the deployable CloudFormation template and zip (templates included), offline:
+    dependencies come from wheelhouse/ (`make wheelhouse`, or --wheelhouse-only)."""
+    from forewarn_cli import packaging
 
-    zip_path = build_package(stage, out)
+    target = packaging.lambda_target(stage)
+    where = packaging.shown(target.wheelhouse)
+    try:
+        if wheelhouse_only:
+            if packaging.fill_wheelhouse(target):
+                wheels = packaging.platform_wheels(target.wheelhouse)
+                click.echo(f"{where} filled for {target.runtime} {target.architecture}")
+                click.echo("platform wheels: " + (", ".join(wheels) or "none"))
+            else:
+                click.echo(f"{where} is up to date with requirements.txt")
+            return
+        zip_path = packaging.build_package(stage, out)
+    except packaging.WheelhouseError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"package written to {zip_path} and {out / 'sam.json'}")
 
 

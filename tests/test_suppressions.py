@@ -39,7 +39,11 @@ def text_in(number: str, body: str) -> None:
     aws.client("sns").publish(TopicArn=topic_arn("inbound-sms"), Message=json.dumps(message))
 
 
-def ses_feedback(kind: str, address: str, bounce_type: str = "Permanent") -> None:
+def ses_feedback(
+    kind: str, address: str, bounce_type: str = "Permanent", *, key: str = "eventType"
+) -> None:
+    """SES feedback as a configuration set's event destination words it (`eventType`), or as
+    an identity's feedback topic does (`notificationType`)."""
     detail: dict[str, Any]
     if kind == "Bounce":
         detail = {
@@ -47,7 +51,7 @@ def ses_feedback(kind: str, address: str, bounce_type: str = "Permanent") -> Non
         }
     else:
         detail = {"complaint": {"complainedRecipients": [{"emailAddress": address}]}}
-    message = {"notificationType": kind, "mail": {"destination": [address]}, **detail}
+    message = {key: kind, "mail": {"destination": [address]}, **detail}
     aws.client("sns").publish(TopicArn=topic_arn("email-feedback"), Message=json.dumps(message))
 
 
@@ -128,7 +132,7 @@ def test_hard_bounces_and_complaints_suppress_the_address_and_soft_bounces_do_no
     for index in range(4):
         services().store.upsert_customer(customer(index, channels=("email",)))
     ses_feedback("Bounce", "KIM0@example.com")  # addresses compare without case
-    ses_feedback("Complaint", "kim1@example.com")
+    ses_feedback("Complaint", "kim1@example.com", key="notificationType")
     ses_feedback("Bounce", "kim2@example.com", bounce_type="Transient")
     run_queues()
     broadcast_id = broadcast_to_all()

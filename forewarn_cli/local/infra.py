@@ -1,7 +1,8 @@
 """Create the resources of `infra/` on the local AWS API server, from the same template.
 
 moto's CloudFormation creates most resource types itself; the few it does not know are
-provisioned here through the API calls that CloudFormation would make.
+provisioned here through the API calls that CloudFormation would make. What moto cannot hold
+at all is left out and said so where it is skipped.
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ def _ses_identity(
 def _secret(
     clients: Callable[[str], Any], props: Mapping[str, Any], params: Mapping[str, str]
 ) -> str | None:
+    options = {"KmsKeyId": _resolve(props["KmsKeyId"], params)} if "KmsKeyId" in props else {}
     response = clients("secretsmanager").create_secret(
         Name=_resolve(props["Name"], params),
         Description=props.get("Description", ""),
         SecretString=props.get("SecretString", "{}"),
+        **options,
     )
     return str(response["ARN"])
 
@@ -98,7 +101,66 @@ def _user_pool_group(
     return str(props["GroupName"])
 
 
-# Resource types moto's CloudFormation skips, and how to create each one directly.
+def _queue_policy(
+    clients: Callable[[str], Any], props: Mapping[str, Any], params: Mapping[str, str]
+) -> str | None:
+    policy = json.dumps(_resolve_all(props["PolicyDocument"], params))
+    for queue in props["Queues"]:
+        clients("sqs").set_queue_attributes(
+            QueueUrl=_resolve(queue, params), Attributes={"Policy": policy}
+        )
+    return None
+
+
+def _topic_policy(
+    clients: Callable[[str], Any], props: Mapping[str, Any], params: Mapping[str, str]
+) -> str | None:
+    policy = json.dumps(_resolve_all(props["PolicyDocument"], params))
+    for topic in props["Topics"]:
+        clients("sns").set_topic_attributes(
+            TopicArn=_resolve(topic, params), AttributeName="Policy", AttributeValue=policy
+        )
+    return None
+
+
+def _alarm(
+    clients: Callable[[str], Any], props: Mapping[str, Any], params: Mapping[str, str]
+) -> str | None:
+    # Nothing raises these locally (moto computes no SQS or Lambda metrics); they are made so
+    # that the local stack has what AWS has, and so that their references are checked.
+    resolved = _resolve_all(props, params)
+    name = str(resolved["AlarmName"])
+    clients("cloudwatch").put_metric_alarm(**resolved)
+    return name
+
+
+def _configuration_set(
+    clients: Callable[[str], Any], props: Mapping[str, Any], params: Mapping[str, str]
+) -> str | None:
+    # moto's SES keeps a configuration set's name only: its delivery, reputation and sending
+    # options are AWS's business.
+    name = _resolve(props["Name"], params)
+    clients("ses").create_configuration_set(ConfigurationSet={"Name": name})
+    return name
+
+
+def _event_destination(
+    clients: Callable[[str], Any], props: Mapping[str, Any], params: Mapping[str, str]
+) -> str | None:
+    destination = _resolve_all(props["EventDestination"], params)
+    # CloudFormation spells it SnsDestination; the SES API, SNSDestination.
+    if "SnsDestination" in destination:
+        destination["SNSDestination"] = destination.pop("SnsDestination")
+    clients("ses").create_configuration_set_event_destination(
+        ConfigurationSetName=_resolve(props["ConfigurationSetName"], params),
+        EventDestination=destination,
+    )
+    return str(destination["Name"])
+
+
+# Resource types moto's CloudFormation skips, and how to create each one directly. The sender
+# identity's default configuration set (ConfigurationSetAttributes) has no counterpart in
+# moto's SES, whose events never reach SNS anyway; it is left out locally.
 _DIRECT: dict[str, Creator] = {
     "AWS::SES::EmailIdentity": _ses_identity,
     "AWS::SecretsManager::Secret": _secret,
@@ -106,6 +168,11 @@ _DIRECT: dict[str, Creator] = {
     "AWS::Cognito::UserPool": _user_pool,
     "AWS::Cognito::UserPoolClient": _user_pool_client,
     "AWS::Cognito::UserPoolGroup": _user_pool_group,
+    "AWS::SQS::QueuePolicy": _queue_policy,
+    "AWS::SNS::TopicPolicy": _topic_policy,
+    "AWS::CloudWatch::Alarm": _alarm,
+    "AWS::SES::ConfigurationSet": _configuration_set,
+    "AWS::SES::ConfigurationSetEventDestination": _event_destination,
 }
 
 
@@ -115,8 +182,10 @@ def _resolve(value: Any, params: Mapping[str, str]) -> str:
     if isinstance(value, dict) and "Ref" in value:
         return params[value["Ref"]]
     if isinstance(value, dict) and "Fn::GetAtt" in value:
-        # Only what the direct resources ask for: a queue's ARN (its physical id is its URL).
         logical, attribute = value["Fn::GetAtt"]
+        if f"{logical}.{attribute}" in params:  # looked up once the stack was made
+            return params[f"{logical}.{attribute}"]
+        # Only what the direct resources ask for: a queue's ARN (its physical id is its URL).
         url = urlsplit(params[logical])
         host = url.hostname or ""
         if attribute == "Arn" and host.startswith("sqs."):
@@ -130,6 +199,33 @@ def _resolve(value: Any, params: Mapping[str, str]) -> str:
     raise ValueError(f"cannot resolve {value!r} outside CloudFormation")
 
 
+def _resolve_all(value: Any, params: Mapping[str, str]) -> Any:
+    """A structure with every intrinsic function inside it resolved (a policy, an alarm)."""
+    if isinstance(value, dict):
+        if len(value) == 1 and next(iter(value)) in {"Ref", "Fn::GetAtt", "Fn::Sub"}:
+            return _resolve(value, params)
+        return {key: _resolve_all(item, params) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_resolve_all(item, params) for item in value]
+    return value
+
+
+def _attributes(
+    clients: Callable[[str], Any], template: Mapping[str, Any], physical: Mapping[str, str]
+) -> dict[str, str]:
+    """The `Fn::GetAtt` values of what the stack made that directly made resources ask for."""
+    found: dict[str, str] = {}
+    for logical, resource in template["Resources"].items():
+        if logical not in physical:
+            continue
+        if resource["Type"] == "AWS::KMS::Key":
+            metadata = clients("kms").describe_key(KeyId=physical[logical])["KeyMetadata"]
+            found[f"{logical}.Arn"] = str(metadata["Arn"])
+        elif resource["Type"] == "AWS::SQS::Queue":
+            found[f"{logical}.QueueName"] = physical[logical].rstrip("/").rsplit("/", 1)[-1]
+    return found
+
+
 def deploy(
     clients: Callable[[str], Any], *, stage: str, sender_email: str, ops_email: str = ""
 ) -> list[str]:
@@ -141,14 +237,22 @@ def deploy(
         for logical, resource in template["Resources"].items()
         if resource["Type"] in _DIRECT
     }
+    cloudformation = clients("cloudformation")
+    pseudo = {
+        "AWS::AccountId": str(clients("sts").get_caller_identity()["Account"]),
+        "AWS::Region": str(cloudformation.meta.region_name),
+        "AWS::Partition": "aws",
+        "AWS::StackName": f"{STACK_NAME}-{stage}",
+    }
     stack_template = dict(template)
     stack_template["Resources"] = {
-        k: v for k, v in template["Resources"].items() if k not in direct
+        k: _for_moto(v, {**pseudo, **params})
+        for k, v in template["Resources"].items()
+        if k not in direct
     }
     stack_template["Outputs"] = {
         k: v for k, v in template.get("Outputs", {}).items() if not _mentions(v, set(direct))
     }
-    cloudformation = clients("cloudformation")
     cloudformation.create_stack(
         StackName=f"{STACK_NAME}-{stage}",
         TemplateBody=json.dumps(stack_template),
@@ -166,6 +270,8 @@ def deploy(
             "StackResources"
         ]
     }
+    physical.update(_attributes(clients, template, physical))
+    physical.update(pseudo)
     # In template order, which puts what is referenced (a user pool) before its users.
     for logical, resource in direct.items():
         created = _DIRECT[resource["Type"]](
@@ -175,6 +281,14 @@ def deploy(
             physical[logical] = created
         log.info("created %s (%s) directly", logical, resource["Type"])
     return list(template["Resources"])
+
+
+def _for_moto(resource: dict[str, Any], params: Mapping[str, str]) -> dict[str, Any]:
+    """moto's CloudFormation keeps a key policy as given, but its KMS reads it as JSON text."""
+    if resource["Type"] != "AWS::KMS::Key" or "KeyPolicy" not in resource["Properties"]:
+        return resource
+    policy = json.dumps(_resolve_all(resource["Properties"]["KeyPolicy"], params))
+    return {**resource, "Properties": {**resource["Properties"], "KeyPolicy": policy}}
 
 
 def _mentions(value: Any, logical_ids: set[str]) -> bool:
