@@ -263,17 +263,31 @@ def _send_on(
         # Another worker settled this row meanwhile; it owns what comes next.
         return Outcome.DUPLICATE
 
+    def release(reason: str) -> Outcome:
+        store.release_delivery(
+            delivery.ledger_id, customer_id, channel, attempt_id=claim.attempt_id, reason=reason
+        )
+        return Outcome.RETRY
+
     if contact and (why := gates.suppressed(channel, contact)):
         return cannot(Outcome.SUPPRESSED, f"suppressed: {why}")
+    if notice is None or not contact:
+        return cannot(Outcome.FAILED, render_error or f"no {channel.value} contact")
     try:
-        if notice is None or not contact:
-            raise channels.PermanentSendError(render_error or f"no {channel.value} contact")
         if gates.cap is not None and delivery.digest_entry is not None:
             joined = _join_open_digest(services, delivery, delivery.digest_entry, gates.cap, settle)
+            if joined is Outcome.RETRY:
+                return release("the customer's digest window changed meanwhile")
             if joined is not None:
                 return joined
         if not gates.pacer.acquire(channel):
-            raise channels.TransientSendError(f"{channel.value} send rate reached; next window")
+            return release(f"{channel.value} send rate reached; next window")
+    except Exception as exc:
+        # Nothing was sent: give the claim back now. Left to expire, it would be taken for
+        # a send that happened (in doubt) and the customer never told.
+        log.warning("before sending: %s", type(exc).__name__)
+        return release(f"before sending: {type(exc).__name__}")
+    try:
         provider_id = channels.send(
             channel,
             contact,
@@ -283,10 +297,7 @@ def _send_on(
             unsubscribe_url=unsubscribe_url,
         )
     except channels.TransientSendError as exc:
-        store.release_delivery(
-            delivery.ledger_id, customer_id, channel, attempt_id=claim.attempt_id, reason=exc.reason
-        )
-        return Outcome.RETRY
+        return release(exc.reason)
     except channels.PermanentSendError as exc:
         return cannot(Outcome.FAILED, exc.reason)
     settle(status="sent", counter="sent", provider_id=provider_id)
@@ -301,7 +312,8 @@ def _join_open_digest(
     settle: Callable[..., bool],
 ) -> Outcome | None:
     """None when the notice may go out now; DIGESTED when it joined the customer's open
-    window instead (settled, counted and added to the digest in one transaction)."""
+    window instead (settled, counted and added to the digest in one transaction); RETRY
+    when the window kept changing under it."""
     customer_id = delivery.customer.customer_id
     for _ in range(2):
         now = time.time()
@@ -313,7 +325,7 @@ def _join_open_digest(
             digests.enqueue(services.settings.names, DigestJob(customer_id, window), now)
             return Outcome.DIGESTED
     # The window closed under us twice, or another worker settled the row: later.
-    raise channels.TransientSendError("the customer's digest window changed meanwhile")
+    return Outcome.RETRY
 
 
 def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:

@@ -7,6 +7,7 @@ Query on a key, never a Scan.
 from __future__ import annotations
 
 import json
+import random
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -116,6 +117,16 @@ class Page(Generic[T]):
     next_key: dict[str, Any] | None
 
 
+TRANSACTION_ATTEMPTS = 6
+
+
+def _is_transaction_conflict(exc: BaseException) -> bool:
+    if aws.error_code(exc) != "TransactionCanceledException":
+        return False
+    reasons = getattr(exc, "response", {}).get("CancellationReasons", [])
+    return any(r.get("Code") == "TransactionConflict" for r in reasons)
+
+
 def _is_conditional_failure(exc: BaseException) -> bool:
     code = aws.error_code(exc)
     if code == "ConditionalCheckFailedException":
@@ -168,14 +179,21 @@ class Tables:
         return self._dynamodb
 
     def _write_if(self, operation: str, **request: Any) -> bool:
-        """Run a conditional write; False when its condition did not hold."""
-        try:
-            getattr(self.db, operation)(**request)
-        except Exception as exc:
-            if _is_conditional_failure(exc):
-                return False
-            raise
-        return True
+        """Run a conditional write; False when its condition did not hold. A transaction
+        that met another on the same item (every settle moves its broadcast's counter) is
+        tried again: botocore does not, and the conflict says nothing about the condition."""
+        attempt = 0
+        while True:
+            try:
+                getattr(self.db, operation)(**request)
+                return True
+            except Exception as exc:
+                if _is_conditional_failure(exc):
+                    return False
+                attempt += 1
+                if not _is_transaction_conflict(exc) or attempt == TRANSACTION_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0, 0.025 * 2**attempt))
 
     def _get(self, table: str, key: Mapping[str, Any], *, consistent: bool = False) -> Item | None:
         response = self.db.get_item(TableName=table, Key=to_dynamo(key), ConsistentRead=consistent)

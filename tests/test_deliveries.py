@@ -365,3 +365,27 @@ def test_a_worker_stopped_after_falling_back_resumes_on_the_next_channel_without
     assert ledger(broadcast_id) == {"c0000#sms": "fell_back", "c0000#email": "sent"}
     assert len(stack.delivered()["email"]) == 1
     assert broadcasts.reconcile(services(), broadcast_id)["gaps"] == []
+
+
+def test_a_failure_before_the_send_gives_the_claim_back_and_the_notice_still_goes_once(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, run_queues: Callable[..., Any]
+) -> None:
+    from chalicelib.send_rates import Pacer
+
+    real_acquire = Pacer.acquire
+    failures: list[Channel] = []
+
+    def throttled_table_once(self: Pacer, channel: Channel) -> bool:
+        if not failures:
+            failures.append(channel)
+            raise RuntimeError("send-rates table throttled")
+        return real_acquire(self, channel)
+
+    monkeypatch.setattr(Pacer, "acquire", throttled_table_once)
+    broadcast_id = sms_broadcast(1)
+    run_queues()
+    assert failures == [Channel.SMS]
+    assert len(stack.delivered()["sms"]) == 1
+    (row,) = services().store.deliveries(broadcast_id)
+    # Sent for sure, not taken for a send that may have happened.
+    assert (row["status"], row["reason"], row["attempts"]) == ("sent", "", 2)

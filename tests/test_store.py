@@ -191,3 +191,39 @@ def test_saving_an_incident_that_does_not_exist_creates_nothing(stack: Stack) ->
     with pytest.raises(Conflict):
         store.save_incident(ghost, expected_updated_at=ghost.updated_at)
     assert store.get_incident("inc_ghost") is None
+
+
+def test_a_settle_that_meets_another_transaction_on_its_counter_is_tried_again(
+    stack: Stack,
+) -> None:
+    from botocore.awsrequest import AWSResponse
+
+    store = services().store
+    claim = store.claim_delivery("b1", "c1", Channel.SMS, lease_seconds=60)
+    conflicts: list[int] = []
+
+    def conflict_twice(**kwargs: object) -> object:
+        if len(conflicts) == 2:
+            return None
+        conflicts.append(1)
+        reasons = [{"Code": "None"}, {"Code": "TransactionConflict"}]
+        return (
+            AWSResponse("http://fault", 400, {}, None),
+            {
+                "Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+                "CancellationReasons": reasons,
+                "ResponseMetadata": {},
+            },
+        )
+
+    events = aws.client("dynamodb").meta.events
+    events.register("before-call.dynamodb.TransactWriteItems", conflict_twice)
+    try:
+        settled = store.record_outcome(
+            "b1", "c1", Channel.SMS, attempt_id=claim.attempt_id, status="sent", counter="sent"
+        )
+    finally:
+        events.unregister("before-call.dynamodb.TransactWriteItems", conflict_twice)
+    assert settled
+    assert len(conflicts) == 2
+    assert [row["status"] for row in store.deliveries("b1")] == ["sent"]
