@@ -19,12 +19,14 @@ from bench.result import RESULTS_DIR, BenchResult, load_all, write
 
 BENCHMARKS = (
     "fanout",
+    "fault_injection",
     "coldstart",
     "backtest_throughput",
     "sentiment",
     "nab",
     "airline_events",
     "statuspage_replay",
+    "scaling",
 )
 
 
@@ -34,6 +36,10 @@ def _runner(name: str, args: argparse.Namespace) -> Callable[[], BenchResult]:
         from bench import fanout
 
         return lambda: fanout.run(args.recipients, concurrency=args.concurrency)
+    if name == "fault_injection":
+        from bench import faults
+
+        return lambda: faults.run(args.recipients, concurrency=args.concurrency)
     if name == "coldstart":
         from bench import coldstart
 
@@ -50,6 +56,10 @@ def _runner(name: str, args: argparse.Namespace) -> Callable[[], BenchResult]:
         from bench import statuspage_replay
 
         return statuspage_replay.run
+    if name == "scaling":
+        from bench import scaling
+
+        return scaling.run
     from bench import listening
 
     return listening.run_throughput if name == "backtest_throughput" else listening.run_events

@@ -23,7 +23,7 @@ import resource
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -155,26 +155,33 @@ def check_delivered(
 # --------------------------------------------------------------------------- Forewarn
 
 
-def run_forewarn(moto: MotoProcess, recipients: int, *, concurrency: int) -> Run:
+def draft_broadcast(svc: Any) -> tuple[Any, Any]:
+    """(broadcast, incident): a draft initial broadcast to every customer of SERVICES."""
     from chalicelib import broadcasts, incidents
+
+    incident = incidents.create_incident(
+        svc.store, {"title": "Benchmark outage", "services": list(SERVICES)}
+    )
+    broadcast = broadcasts.create_broadcast(
+        svc, {"incident_id": incident.incident_id, "audience": AUDIENCE}, actor="bench"
+    )
+    return broadcast, incident
+
+
+def run_forewarn(moto: MotoProcess, recipients: int, *, concurrency: int) -> Run:
+    from chalicelib import broadcasts
     from chalicelib.runtime import services
 
     stack = _stack(moto, concurrency)
     try:
         seed_seconds = seed(stack, recipients)
         svc = services()
-        incident = incidents.create_incident(
-            svc.store, {"title": "Benchmark outage", "services": list(SERVICES)}
-        )
-        broadcast = broadcasts.create_broadcast(
-            svc,
-            {"incident_id": incident.incident_id, "audience": AUDIENCE},
-            actor="bench",
-        )
+        broadcast, _ = draft_broadcast(svc)
         stack.start_events()
         moto.cpu_by_action(clear=True)
         cpu, started = _process_cpu(), time.perf_counter()
-        broadcasts.approve(svc, broadcast.broadcast_id, actor="bench")
+        # A second person: above SECOND_APPROVAL_THRESHOLD the author may not approve.
+        broadcasts.approve(svc, broadcast.broadcast_id, actor="bench-approver")
         broadcasts.send(svc, broadcast.broadcast_id)
         final = _wait_until_sent(broadcast.broadcast_id, stack.runner, recipients)
         seconds = time.perf_counter() - started
@@ -206,7 +213,31 @@ def run_forewarn(moto: MotoProcess, recipients: int, *, concurrency: int) -> Run
 
 
 def _wait_until_sent(broadcast_id: str, runner: Any, recipients: int) -> Any:
-    """The broadcast once it is sent with planned == sent on every channel.
+    """The broadcast once it is sent with planned == sent on every channel."""
+    from chalicelib.domain import BroadcastStatus
+
+    def sent_to_all(broadcast: Any) -> bool:
+        counts = broadcast.counts.values()
+        if any(c.failed or c.suppressed for c in counts):
+            raise BenchError(f"deliveries failed: {broadcast.to_dict()['counts']}")
+        return bool(
+            broadcast.status is BroadcastStatus.SENT
+            and broadcast.planning_done
+            and all(c.planned == c.sent for c in counts)
+        )
+
+    return wait_for_broadcast(broadcast_id, runner, recipients, sent_to_all)
+
+
+def wait_for_broadcast(
+    broadcast_id: str,
+    runner: Any,
+    recipients: int,
+    done: Callable[[Any], bool],
+    *,
+    stall_seconds: float = STALL_SECONDS,
+) -> Any:
+    """The broadcast once `done(broadcast)` holds.
 
     Reading the broadcast is a DynamoDB call that the baseline does not make, so it is
     read only once the runner has deleted as many delivery messages as the recipients
@@ -214,7 +245,6 @@ def _wait_until_sent(broadcast_id: str, runner: Any, recipients: int) -> Any:
     until then progress is watched there.
     """
     from chalicelib.broadcasts import RECIPIENTS_PER_JOB, get_broadcast
-    from chalicelib.domain import BroadcastStatus
     from chalicelib.runtime import services
 
     store = services().store
@@ -223,20 +253,13 @@ def _wait_until_sent(broadcast_id: str, runner: Any, recipients: int) -> Any:
         deleted = int(runner.stats.get("deliver_notices", {}).get("messages_deleted", 0))
         if deleted >= -(-recipients // RECIPIENTS_PER_JOB):
             broadcast = get_broadcast(store, broadcast_id)
-            counts = broadcast.counts.values()
-            if any(c.failed or c.suppressed for c in counts):
-                raise BenchError(f"deliveries failed: {broadcast.to_dict()['counts']}")
-            if (
-                broadcast.status is BroadcastStatus.SENT
-                and broadcast.planning_done
-                and all(c.planned == c.sent for c in counts)
-            ):
+            if done(broadcast):
                 return broadcast
         if deleted != progress:
             progress, moved = deleted, time.monotonic()
-        elif time.monotonic() - moved > STALL_SECONDS:
+        elif time.monotonic() - moved > stall_seconds:
             broadcast = get_broadcast(store, broadcast_id)
-            raise BenchError(f"no progress for {STALL_SECONDS:.0f} s: {broadcast.to_dict()}")
+            raise BenchError(f"no progress for {stall_seconds:.0f} s: {broadcast.to_dict()}")
         time.sleep(POLL_SECONDS)
 
 
@@ -277,17 +300,12 @@ def _messages() -> tuple[str, dict[tuple[str, str], _Message]]:
 
     Rendered before timing: the baseline stands for the AWS calls alone.
     """
-    from chalicelib import broadcasts, channels, incidents
+    from chalicelib import broadcasts, channels
     from chalicelib.domain import Channel, Customer
     from chalicelib.runtime import services
 
     svc = services()
-    incident = incidents.create_incident(
-        svc.store, {"title": "Benchmark outage", "services": list(SERVICES)}
-    )
-    broadcast = broadcasts.create_broadcast(
-        svc, {"incident_id": incident.incident_id, "audience": AUDIENCE}, actor="bench"
-    )
+    broadcast, incident = draft_broadcast(svc)
     samples: dict[str, Customer] = {}
     for row in demo_customers(200):
         samples.setdefault(str(row["locale"]), Customer.from_dict(row))

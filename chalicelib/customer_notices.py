@@ -239,7 +239,7 @@ def deliver_digest(services: Services, job: DigestJob, *, now: datetime, pacer: 
     delivery = Delivery(job.ledger_id, customer, route, render_on, counted=False)
     suppressed = Suppressions(settings.names, store.db).reason
     outcome = deliveries.send_once(services, delivery, Gates(suppressed, pacer))
-    if outcome is not Outcome.RETRY:
+    if outcome not in (Outcome.RETRY, Outcome.RATE_LIMITED):
         table.clear(job.customer_id, list(pending))
     return Result(outcome)
 
@@ -372,7 +372,9 @@ def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) ->
             failed.append(message.message_id)
             wait = int((result.not_before - now).total_seconds()) + 1
             queues.retry_later(queue, message.receipt_handle, wait)
-        elif result.outcome is Outcome.RETRY:
+        elif result.outcome in (Outcome.RETRY, Outcome.RATE_LIMITED):
+            # A rate-limited parcel notice waits like a retry: parcel notices come a few
+            # at a time, far from the receives that would send one to the dead-letter queue.
             failed.append(message.message_id)
             queues.retry_later(
                 queue, message.receipt_handle, backoff_seconds(message.receive_count)

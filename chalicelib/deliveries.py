@@ -34,7 +34,7 @@ from enum import StrEnum
 from typing import Any
 
 from chalicelib import channels, digests, notices, observability, queues, unsubscribe
-from chalicelib.broadcasts import Services, finish_if_complete, render_for
+from chalicelib.broadcasts import Services, delivery_jobs, finish_if_complete, render_for
 from chalicelib.digests import DigestJob, Digests
 from chalicelib.domain import (
     DELIVERABLE_CHANNELS,
@@ -70,6 +70,9 @@ class Outcome(StrEnum):
     DEFERRED = "deferred"
     # Held back by the frequency cap: the customer's digest carries it.
     DIGESTED = "digested"
+    # The channel's send rate had no room: the job goes back to the queue as a new message,
+    # since a rate limit is no failure and must not use up the receives that lead to the DLQ.
+    RATE_LIMITED = "rate_limited"
 
 
 @dataclass(frozen=True)
@@ -280,8 +283,10 @@ def _send_on(
                 return release("the customer's digest window changed meanwhile")
             if joined is not None:
                 return joined
-        if not gates.pacer.acquire(channel):
-            return release(f"{channel.value} send rate reached; next window")
+        cost = notices.sms_segments(notice.text).segments if channel is Channel.SMS else 1
+        if not gates.pacer.acquire(channel, cost):
+            release(f"{channel.value} send rate reached; next window")
+            return Outcome.RATE_LIMITED
     except Exception as exc:
         # Nothing was sent: give the claim back now. Left to expire, it would be taken for
         # a send that happened (in doubt) and the customer never told.
@@ -356,6 +361,20 @@ def deliver(job: DeliveryJob, context: BatchContext) -> Outcome:
     return send_once(context.services, delivery, context.gates)
 
 
+def _jobs_of(jobs: Sequence[DeliveryJob]) -> list[dict[str, Any]]:
+    """Queue messages for `jobs`, as the planner writes them."""
+    groups: dict[tuple[str, int], list[DeliveryJob]] = {}
+    for job in jobs:
+        groups.setdefault((job.broadcast_id, job.not_before), []).append(job)
+    return [
+        body
+        for (broadcast_id, not_before), group in groups.items()
+        for body in delivery_jobs(
+            broadcast_id, [(job.customer, job.channel) for job in group], not_before=not_before
+        )
+    ]
+
+
 def backoff_seconds(receive_count: int, base: float = 2.0) -> int:
     """Exponential backoff with jitter, so throttled retries spread out."""
     ceiling = min(MAX_BACKOFF_SECONDS, base * 2 ** max(0, receive_count - 1))
@@ -406,6 +425,11 @@ def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) ->
             queues.retry_later(
                 queue, message.receipt_handle, backoff_seconds(message.receive_count)
             )
+        elif Outcome.RATE_LIMITED in outcomes:
+            # Sent again before this one is deleted: a crash in between leaves a duplicate
+            # message, which the ledger makes harmless, rather than a lost one.
+            waiting = [j for j, o in zip(jobs, outcomes, strict=True) if o is Outcome.RATE_LIMITED]
+            queues.send_json(queue, _jobs_of(waiting), delay_seconds=random.randint(1, 5))
     for broadcast_id in touched:
         finish_if_complete(services.store, broadcast_id)
     return failed

@@ -80,10 +80,13 @@ class SendRates(Tables):
         )
 
 
+MAX_CHUNK = 5
+
+
 class Pacer:
     """One batch's sends, paced by the shared windows. Tokens are taken a few at a time (a
-    quarter of the limit at most, so concurrent workers share a window) and are good only in
-    the second they were taken for: a token carried into the next second would let two
+    quarter of the limit at most, so concurrent workers share a window), and are good only
+    in the second they were taken for: a token carried into the next second would let two
     windows' worth of sends land in one. A channel with no token after `max_wait` seconds
     stays closed for the rest of the batch: its jobs go back to the queue rather than hold
     the Lambda until it times out."""
@@ -105,30 +108,34 @@ class Pacer:
         self.clock = clock
         self.sleep = sleep
 
-    def acquire(self, channel: Channel) -> bool:
-        """True when one message may go out on `channel` now."""
+    def acquire(self, channel: Channel, cost: int = 1) -> bool:
+        """True when a message of `cost` tokens (SMS: its billable parts, which is what SNS
+        meters) may go out on `channel` now."""
         limit = self.rates.limits.of(channel)
         if limit <= 0:
             return True
-        if channel in self.closed:
+        if channel in self.closed or cost > limit:
             return False
         deadline = self.clock() + self.max_wait
         while True:
             now = self.clock()
             second, left = self.held.get(channel, (-1, 0))
-            if second == math.floor(now) and left:
+            if second != math.floor(now):
+                second, left = math.floor(now), 0
+            if left >= cost:
                 break
-            # At least one: a fallback sends on a channel the batch did not plan for.
-            chunk = max(1, min(self.wanted[channel], limit // 4))
+            # A worker sends a dozen or so a second: a bigger chunk would mostly expire
+            # unused at the end of the second while other workers wait for it.
+            chunk = max(cost - left, min(self.wanted[channel], limit // 4, MAX_CHUNK))
             granted = self.rates.take(channel, chunk, now=now)
+            self.held[channel] = (second, left + granted)
             if granted:
-                self.held[channel] = (math.floor(now), granted)
                 continue
             wait = seconds_to_next_window(now)
             if now + wait > deadline:
                 self.closed.add(channel)
                 return False
             self.sleep(wait)
-        self.held[channel] = (second, left - 1)
+        self.held[channel] = (second, left - cost)
         self.wanted[channel] -= 1
         return True

@@ -375,11 +375,11 @@ def test_a_failure_before_the_send_gives_the_claim_back_and_the_notice_still_goe
     real_acquire = Pacer.acquire
     failures: list[Channel] = []
 
-    def throttled_table_once(self: Pacer, channel: Channel) -> bool:
+    def throttled_table_once(self: Pacer, channel: Channel, cost: int = 1) -> bool:
         if not failures:
             failures.append(channel)
             raise RuntimeError("send-rates table throttled")
-        return real_acquire(self, channel)
+        return real_acquire(self, channel, cost)
 
     monkeypatch.setattr(Pacer, "acquire", throttled_table_once)
     broadcast_id = sms_broadcast(1)

@@ -612,7 +612,9 @@ def send_and_wait(service: Service, broadcast_id: str) -> subprocess.CompletedPr
     # Every customer accounted for: exit 0, nothing waiting, no gap.
     reconciled = forewarn(service, "broadcast", "reconcile", broadcast_id).stdout
     assert re.search(
-        r"audience (\d+) = sent \d+ \+ suppressed 0 \+ failed 0 \+ waiting 0", reconciled
+        r"audience (\d+) = sent \d+ \+ in a digest 0 \+ suppressed 0 \+ failed 0 \+ "
+        r"deferred 0 \+ waiting 0",
+        reconciled,
     )
     assert "gap:" not in reconciled
     return result

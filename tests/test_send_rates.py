@@ -202,3 +202,52 @@ def test_a_broadcast_under_a_send_rate_never_exceeds_it_and_sends_everyone_once(
     # Seven sends at two a second need four windows at least, none over its limit.
     assert len(taken) >= 4
     assert max(taken.values()) <= 2
+
+
+def test_a_long_text_takes_as_many_tokens_as_it_has_parts(stack: Stack) -> None:
+    clock = FakeClock(NOW)
+    pacer = Pacer(rates(sms=4), {Channel.SMS: 2}, clock=clock, sleep=clock.sleep)
+    assert pacer.acquire(Channel.SMS, cost=3)
+    assert int(clock.now) == int(NOW)
+    assert pacer.acquire(Channel.SMS, cost=3)
+    # Three parts and three more do not fit in one second of four.
+    assert int(clock.now) == int(NOW) + 1
+    assert not pacer.acquire(Channel.SMS, cost=5)  # more than a whole second allows
+
+
+def test_jobs_the_send_rate_turns_away_come_back_as_new_messages_not_dead_letters(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, run_queues: Callable[..., Any]
+) -> None:
+    from test_deliveries import sms_broadcast
+
+    from chalicelib import broadcasts, deliveries, queues
+    from chalicelib.runtime import services
+
+    monkeypatch.setenv("SEND_RATE_SMS", "1")
+    reset()
+    real_pacer, real_send_json = deliveries.pacer, queues.send_json
+    requeued: list[int] = []
+
+    def impatient(services: Any, planned: Any) -> Pacer:
+        pacer = real_pacer(services, planned)
+        pacer.max_wait = 0.0  # no waiting for the next second: every refusal is requeued
+        return pacer
+
+    def counting(queue: str, bodies: Any, *, delay_seconds: int = 0) -> None:
+        if delay_seconds:
+            requeued.append(len(bodies))
+        real_send_json(queue, bodies, delay_seconds=delay_seconds)
+
+    monkeypatch.setattr(deliveries, "pacer", impatient)
+    monkeypatch.setattr(queues, "send_json", counting)
+    broadcast_id = sms_broadcast(4)
+    run_queues(timeout=120)
+    assert requeued
+    assert len(stack.delivered()["sms"]) == 4
+    report = broadcasts.reconcile(services(), broadcast_id)
+    assert (report["sent"], report["gaps"]) == (4, [])
+    dlq = queues.queue_url("forewarn-test-deliveries-dlq")
+    attributes = aws.client("sqs").get_queue_attributes(
+        QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessages"] == "0"
