@@ -6,6 +6,7 @@ Query on a key, never a Scan.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -81,6 +82,17 @@ def _plain(value: Any) -> Any:
 # dead-letter queue, then a redrive), or a late copy would find no claim and send again; it
 # also bounds how far back a customer's notice history reaches in the lookup.
 LEDGER_RETENTION_SECONDS = 400 * 86_400
+
+
+# A broadcast's delivery counters are spread over this many items (`<id>#<shard>`), each
+# customer's always the same one: one item takes about 1,000 writes a second, and every settle
+# writes a counter (docs/SCALING.md). Readers add the shards to the broadcast's own item.
+COUNTER_SHARDS = 8
+
+
+def counter_shard(broadcast_id: str, customer_id: str) -> str:
+    digest = hashlib.blake2b(customer_id.encode(), digest_size=4).digest()
+    return f"{broadcast_id}#{int.from_bytes(digest, 'big') % COUNTER_SHARDS}"
 
 
 def counter_name(channel: Channel, field: str) -> str:
@@ -479,14 +491,28 @@ class Store(Tables):
         item = self._get(
             self.names.broadcasts, {"broadcast_id": broadcast_id}, consistent=consistent
         )
-        return _broadcast_from(item) if item else None
+        if item is None:
+            return None
+        return self._counted([_broadcast_from(item)], consistent=consistent)[0]
 
     def get_broadcasts(self, broadcast_ids: Iterable[str]) -> dict[str, Broadcast]:
         keys = [{"broadcast_id": b} for b in dict.fromkeys(broadcast_ids)]
-        return {
-            str(item["broadcast_id"]): _broadcast_from(item)
-            for item in self._get_many(self.names.broadcasts, keys)
-        }
+        found = self._counted(
+            [_broadcast_from(item) for item in self._get_many(self.names.broadcasts, keys)]
+        )
+        return {broadcast.broadcast_id: broadcast for broadcast in found}
+
+    def _counted(self, broadcasts: list[Broadcast], *, consistent: bool = False) -> list[Broadcast]:
+        """Add what the counter shards hold (see `counter_shard`) to each broadcast's counts."""
+        by_id = {b.broadcast_id: b for b in broadcasts}
+        keys = [{"broadcast_id": f"{b}#{shard}"} for b in by_id for shard in range(COUNTER_SHARDS)]
+        for item in self._get_many(self.names.broadcasts, keys, consistent=consistent):
+            broadcast = by_id[str(item["broadcast_id"]).rsplit("#", 1)[0]]
+            for channel, counts in broadcast.counts.items():
+                for name in COUNT_FIELDS:
+                    added = int(item.get(counter_name(channel, name), 0))
+                    setattr(counts, name, getattr(counts, name) + added)
+        return broadcasts
 
     def broadcasts_for_incident(self, incident_id: str) -> list[Broadcast]:
         paginator = self.db.get_paginator("query")
@@ -498,7 +524,7 @@ class Store(Tables):
             ExpressionAttributeValues=to_dynamo({":i": incident_id}),
         ):
             found.extend(_broadcast_from(from_dynamo(i)) for i in page.get("Items", []))
-        return found
+        return self._counted(found)
 
     def broadcasts_in_status(self, status: BroadcastStatus) -> list[Broadcast]:
         paginator = self.db.get_paginator("query")
@@ -511,7 +537,7 @@ class Store(Tables):
             ExpressionAttributeValues=to_dynamo({":s": status.value}),
         ):
             found.extend(_broadcast_from(from_dynamo(i)) for i in page.get("Items", []))
-        return found
+        return self._counted(found)
 
     def transition(
         self,
@@ -752,7 +778,9 @@ class Store(Tables):
                 {
                     "Update": {
                         "TableName": self.names.broadcasts,
-                        "Key": to_dynamo({"broadcast_id": broadcast_id}),
+                        "Key": to_dynamo(
+                            {"broadcast_id": counter_shard(broadcast_id, customer_id)}
+                        ),
                         "UpdateExpression": "ADD " + ", ".join(f"{c} :one" for c in counters),
                         "ExpressionAttributeValues": to_dynamo({":one": 1}),
                     }

@@ -275,7 +275,7 @@ def test_a_dry_run_renders_every_channel_and_locale_and_sends_nothing(stack: Sta
 
 
 def test_the_kill_switch_stops_a_sending_broadcast_whose_jobs_are_queued(
-    stack: Stack, run_queues: Callable[..., Any]
+    stack: Stack, request: pytest.FixtureRequest
 ) -> None:
     seed(4)
     broadcast = draft(open_incident())
@@ -285,7 +285,8 @@ def test_the_kill_switch_stops_a_sending_broadcast_whose_jobs_are_queued(
     assert broadcasts.get_broadcast(services().store, broadcast.broadcast_id).planning_done
     halted = broadcasts.halt(services(), broadcast.broadcast_id, actor="oscar")
     assert (halted.status, halted.halted_by) == (BroadcastStatus.HALTED, "oscar")
-    run_queues()
+    # The workers start only now: started with the test, they could send before the halt.
+    request.getfixturevalue("run_queues")()
     assert stack.delivered() == {"sms": [], "email": []}
     final = broadcasts.get_broadcast(services().store, broadcast.broadcast_id)
     assert final.status is BroadcastStatus.HALTED

@@ -7,11 +7,11 @@ import pytest
 from conftest import Stack
 from factories import customer
 
-from chalicelib import aws, incidents
+from chalicelib import aws, broadcasts, incidents
 from chalicelib.domain import Channel, Incident, IncidentStatus
 from chalicelib.errors import Conflict
 from chalicelib.runtime import services
-from chalicelib.store import ClaimState, from_dynamo
+from chalicelib.store import COUNTER_SHARDS, ClaimState, counter_shard, from_dynamo
 
 
 def subscription_rows(service: str) -> list[str]:
@@ -227,3 +227,38 @@ def test_a_settle_that_meets_another_transaction_on_its_counter_is_tried_again(
     assert settled
     assert len(conflicts) == 2
     assert [row["status"] for row in store.deliveries("b1")] == ["sent"]
+
+
+def test_settles_spread_over_counter_shards_and_readers_add_them_up(stack: Stack) -> None:
+    store = services().store
+    incident = incidents.create_incident(
+        store, {"title": "Outage", "services": ["mobile"], "regions": ["north"]}
+    )
+    draft = broadcasts.create_broadcast(
+        services(), {"incident_id": incident.incident_id, "channels": ["sms"]}, actor="o"
+    )
+    people = [f"c{index:04d}" for index in range(40)]
+    for person in people:
+        claim = store.claim_delivery(draft.broadcast_id, person, Channel.SMS, lease_seconds=60)
+        assert store.record_outcome(
+            draft.broadcast_id,
+            person,
+            Channel.SMS,
+            attempt_id=claim.attempt_id,
+            status="sent",
+            counter="sent",
+        )
+    shards = {counter_shard(draft.broadcast_id, person) for person in people}
+    assert len(shards) > COUNTER_SHARDS // 2  # spread, not one hot item
+    raw = aws.client("dynamodb").get_item(
+        TableName=services().settings.names.broadcasts,
+        Key={"broadcast_id": {"S": draft.broadcast_id}},
+    )["Item"]
+    assert raw["n_sms_sent"] == {"N": "0"}  # the broadcast's own item is not written per settle
+    for read in (
+        store.get_broadcast(draft.broadcast_id, consistent=True),
+        store.get_broadcasts([draft.broadcast_id])[draft.broadcast_id],
+        *store.broadcasts_for_incident(incident.incident_id),
+    ):
+        assert read is not None
+        assert read.counts[Channel.SMS].sent == 40
