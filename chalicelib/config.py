@@ -164,6 +164,8 @@ class Settings:
     # Local stacks only: the console's users and their password hashes (see signin.py).
     console_users_secret_id: str
     plan_page_size: int
+    # How many of a planner step's writes and sends are in flight at once (`PLAN_CONCURRENCY`).
+    plan_concurrency: int
     # A broadcast reaching more customers than this needs a second person to approve it.
     second_approval_threshold: int
     # When parcel notices wait, in each customer's zone (`QUIET_HOURS=21:00-08:00`); None: never.
@@ -226,6 +228,7 @@ def settings() -> Settings:
         console_users_secret_id=env.get("CONSOLE_USERS_SECRET_ID")
         or f"forewarn/{stage()}/console-users",
         plan_page_size=int(env.get("PLAN_PAGE_SIZE", "500")),
+        plan_concurrency=max(1, int(env.get("PLAN_CONCURRENCY", "8"))),
         second_approval_threshold=int(env.get("SECOND_APPROVAL_THRESHOLD", "1000")),
         quiet_hours=QuietHours.parse(env.get("QUIET_HOURS")),
         quiet_hours_override=frozenset(

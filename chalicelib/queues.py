@@ -42,20 +42,24 @@ def forget_queue_urls() -> None:
     _urls.clear()
 
 
+# SQS's limit of messages in one SendMessageBatch.
+SEND_BATCH = 10
+
+
 def send_json(
     queue_name: str, bodies: Sequence[Mapping[str, Any]], *, delay_seconds: int = 0
 ) -> None:
     """Send every body, ten per call; entries SQS refuses are retried, then raised."""
     sqs = aws.client("sqs")
     url = queue_url(queue_name)
-    for start in range(0, len(bodies), 10):
+    for start in range(0, len(bodies), SEND_BATCH):
         entries = [
             {
                 "Id": str(i),
                 "MessageBody": json.dumps(body, separators=(",", ":")),
                 "DelaySeconds": delay_seconds,
             }
-            for i, body in enumerate(bodies[start : start + 10])
+            for i, body in enumerate(bodies[start : start + SEND_BATCH])
         ]
         for attempt in range(6):
             failed = sqs.send_message_batch(QueueUrl=url, Entries=entries).get("Failed", [])

@@ -130,6 +130,8 @@ class Page(Generic[T]):
 
 
 TRANSACTION_ATTEMPTS = 6
+# DynamoDB's limit of items in one BatchWriteItem.
+BATCH_WRITE_ITEMS = 25
 
 
 def _is_transaction_conflict(exc: BaseException) -> bool:
@@ -613,8 +615,8 @@ class Store(Tables):
             }
             for c in customers
         ]
-        for start in range(0, len(requests), 25):
-            self._batch_write(self.names.audiences, requests[start : start + 25])
+        for start in range(0, len(requests), BATCH_WRITE_ITEMS):
+            self._batch_write(self.names.audiences, requests[start : start + BATCH_WRITE_ITEMS])
 
     def query_audience(
         self, incident_id: str, *, start_key: dict[str, Any] | None, limit: int

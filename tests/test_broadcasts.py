@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -186,6 +187,77 @@ def test_a_repeated_planner_step_plans_nothing_twice(stack: Stack) -> None:
     after = store.get_broadcast(broadcast.broadcast_id, consistent=True)
     assert after is not None
     assert after.counts[Channel.SMS].planned + after.counts[Channel.EMAIL].planned == 9
+
+
+def test_a_planner_step_writes_and_sends_on_several_threads(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib import queues, runtime
+    from chalicelib.store import Store
+
+    monkeypatch.setenv("PLAN_CONCURRENCY", "4")
+    runtime.reset()
+    seed(120)
+    threads: set[str] = set()
+    for owner, name in ((Store, "put_audience"), (queues, "send_json")):
+        original = getattr(owner, name)
+
+        def spy(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            threads.add(threading.current_thread().name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, spy)
+    broadcast = draft(open_incident())
+    broadcasts.approve(services(), broadcast.broadcast_id, actor="oscar")
+    broadcasts.send(services(), broadcast.broadcast_id)
+    threads.clear()
+    broadcasts.plan_step(services(), broadcast.broadcast_id)
+    # 120 customers: 5 snapshot writes and 2 batches of 10 jobs, spread over the pool.
+    assert len(threads) > 1
+    assert threading.current_thread().name not in threads
+
+
+def test_a_step_whose_send_fails_commits_nothing_and_its_retry_plans_everyone_once(
+    stack: Stack, run_queues: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib import queues
+
+    seed(120)
+    incident_id = open_incident()
+    broadcast = draft(incident_id)
+    broadcasts.approve(services(), broadcast.broadcast_id, actor="oscar")
+    store = services().store
+    store.transition(
+        broadcast.broadcast_id, BroadcastStatus.APPROVED, BroadcastStatus.SENDING, plan_touched=0
+    )
+    original = queues.send_json
+    calls = [0]
+
+    def flaky(queue: str, bodies: Any, **options: Any) -> None:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise RuntimeError("SQS refused 10 messages")
+        original(queue, bodies, **options)
+
+    monkeypatch.setattr(queues, "send_json", flaky)
+    with pytest.raises(RuntimeError, match="SQS refused"):
+        broadcasts.plan_step(services(), broadcast.broadcast_id)
+    stalled = store.get_broadcast(broadcast.broadcast_id, consistent=True)
+    assert stalled is not None
+    assert (stalled.plan_cursor, stalled.planning_done) == ("", False)
+    assert sum(c.planned for c in stalled.counts.values()) == 0
+    monkeypatch.setattr(queues, "send_json", original)
+    broadcasts.plan_step(services(), broadcast.broadcast_id)
+    run_queues()
+    final = broadcasts.get_broadcast(store, broadcast.broadcast_id)
+    assert final.status is BroadcastStatus.SENT
+    assert sum(c.sent for c in final.counts.values()) == 120
+    delivered = stack.delivered()
+    phones = [m["phone_number"] for m in delivered["sms"]]
+    assert len(phones) == len(set(phones)) == 60
+    assert len(delivered["email"]) == 60
+    snapshot = store.query_audience(incident_id, start_key=None, limit=200)
+    assert len({c.customer_id for c in snapshot.items}) == 120
 
 
 def test_sweep_restarts_a_stalled_plan_and_finishes_complete_broadcasts(
