@@ -641,23 +641,38 @@ def finish_if_complete(store: Store, broadcast_id: str, now: datetime | None = N
         broadcast_id, BroadcastStatus.SENDING, BroadcastStatus.SENT, sent_at=iso(finished_at)
     )
     if finished and broadcast.phase is Phase.INITIAL:
-        _record_lead_time(store, broadcast, finished_at)
+        _record_all_told(store, broadcast, finished_at)
     return finished
 
 
-def _record_lead_time(store: Store, broadcast: Broadcast, finished_at: datetime) -> None:
-    """`LeadTimeSeconds`: from the incident's opening to every customer of its initial
+def _record_all_told(store: Store, broadcast: Broadcast, finished_at: datetime) -> None:
+    """`AllToldSeconds`: from the incident's opening to every customer of its initial
     notice having been told (as the dashboard shows it). Once per broadcast: one caller
-    wins the transition to sent. The incident keeps no earlier signal time; for one opened
-    from an emerging issue, `SignalToIncidentSeconds` (chalicelib/handoff.py) measures the
-    part before it."""
+    wins the transition to sent."""
     try:
         incident = store.get_incident(broadcast.incident_id)
         if incident is not None:
-            observability.elapsed("LeadTimeSeconds", incident.created_at, finished_at)
+            observability.elapsed("AllToldSeconds", incident.created_at, finished_at)
     except Exception as exc:
         # A metric must never fail the delivery batch or sweep that finished the broadcast.
-        log.warning("lead time of %s not recorded: %s", broadcast.broadcast_id, type(exc).__name__)
+        log.warning("%s not recorded: %s", broadcast.broadcast_id, type(exc).__name__)
+
+
+def note_first_notice(store: Store, broadcast: Broadcast, incident: Incident, at: datetime) -> None:
+    """A notice of `broadcast` went out at `at`. The first for an initial broadcast ends
+    the lead time, `LeadTimeSeconds`: from the first signal (an emerging issue's first
+    post, a status source's first update, else the incident's opening) to the first
+    notice. Once per broadcast: a conditional write lets one worker record it."""
+    if broadcast.phase is not Phase.INITIAL or broadcast.first_sent_at:
+        return
+    try:
+        if store.mark_first_sent(broadcast.broadcast_id, iso(at)):
+            observability.elapsed("LeadTimeSeconds", incident.signalled_at, at)
+    except Exception as exc:
+        # As above: a metric never fails the delivery batch.
+        log.warning(
+            "first notice of %s not recorded: %s", broadcast.broadcast_id, type(exc).__name__
+        )
 
 
 STALLED_PLAN_SECONDS = 120

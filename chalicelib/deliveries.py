@@ -34,7 +34,13 @@ from enum import StrEnum
 from typing import Any
 
 from chalicelib import channels, digests, notices, observability, queues, unsubscribe
-from chalicelib.broadcasts import Services, delivery_jobs, finish_if_complete, render_for
+from chalicelib.broadcasts import (
+    Services,
+    delivery_jobs,
+    finish_if_complete,
+    note_first_notice,
+    render_for,
+)
 from chalicelib.digests import DigestJob, Digests
 from chalicelib.domain import (
     DELIVERABLE_CHANNELS,
@@ -394,6 +400,7 @@ def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) ->
     """Deliver a batch; returns the ids of the messages SQS must deliver again."""
     failed: list[str] = []
     touched: set[str] = set()
+    sent: set[str] = set()
     parsed: list[tuple[queues.QueueMessage, list[DeliveryJob]]] = []
     queue = services.settings.names.delivery_queue
     now = utcnow().timestamp()
@@ -420,6 +427,9 @@ def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) ->
             with observability.correlated(broadcast_id=job.broadcast_id):
                 outcomes.append(_deliver_safely(job, context, message.message_id))
         touched.update(job.broadcast_id for job in jobs)
+        sent.update(
+            j.broadcast_id for j, o in zip(jobs, outcomes, strict=True) if o is Outcome.SENT
+        )
         if Outcome.RETRY in outcomes:
             failed.append(message.message_id)
             queues.retry_later(
@@ -430,6 +440,9 @@ def handle_batch(services: Services, messages: Sequence[queues.QueueMessage]) ->
             # message, which the ledger makes harmless, rather than a lost one.
             waiting = [j for j, o in zip(jobs, outcomes, strict=True) if o is Outcome.RATE_LIMITED]
             queues.send_json(queue, _jobs_of(waiting), delay_seconds=random.randint(1, 5))
+    for broadcast_id in sent:
+        if found := context.lookup(broadcast_id):
+            note_first_notice(services.store, *found, utcnow())
     for broadcast_id in touched:
         finish_if_complete(services.store, broadcast_id)
     return failed

@@ -228,6 +228,13 @@ class Incident:
     updated_at: str
     next_update_due: str | None = None
     audience_frozen: bool = False
+    # When the first sign of it came (an emerging issue's first post, a status source's
+    # first update); None: the incident itself was the first sign.
+    first_signal_at: str | None = None
+
+    @property
+    def signalled_at(self) -> str:
+        return self.first_signal_at or self.created_at
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -240,6 +247,7 @@ class Incident:
             "updated_at": self.updated_at,
             "next_update_due": self.next_update_due,
             "audience_frozen": self.audience_frozen,
+            "first_signal_at": self.first_signal_at,
         }
 
     @classmethod
@@ -254,6 +262,7 @@ class Incident:
             updated_at=str(data["updated_at"]),
             next_update_due=data.get("next_update_due"),
             audience_frozen=bool(data.get("audience_frozen", False)),
+            first_signal_at=data.get("first_signal_at"),
         )
 
     def advance(self, status: IncidentStatus, now: datetime) -> Incident:
@@ -300,6 +309,8 @@ class Broadcast:
     approved_by: str | None = None
     approved_at: str | None = None
     sent_at: str | None = None
+    # When its first notice went out (initial broadcasts; the lead time ends there).
+    first_sent_at: str | None = None
     halted_by: str | None = None
     halted_at: str | None = None
     # Also post the social text on the brand's X account (see public_posts).
@@ -341,6 +352,7 @@ class Broadcast:
             "approved_by": self.approved_by,
             "approved_at": self.approved_at,
             "sent_at": self.sent_at,
+            "first_sent_at": self.first_sent_at,
             "halted_by": self.halted_by,
             "halted_at": self.halted_at,
             "public_post": self.public_post,

@@ -246,14 +246,17 @@ def _open_incident(
         "regions": list(scope.regions),
     }
     try:
-        created = incidents.create_incident(store, payload, now, incident_id=incident_id)
+        created = incidents.create_incident(
+            store, payload, now, incident_id=incident_id, first_signal_at=issue.opened_at
+        )
     except Exception as exc:
         # Two promotes of one issue at once: the other created it.
         if aws.error_code(exc) != "ConditionalCheckFailedException":
             raise
     else:
         # From the issue's first signal to its incident: the part of the lead time before
-        # the incident exists (LeadTimeSeconds, chalicelib/broadcasts.py, is the rest).
+        # the incident exists (LeadTimeSeconds, chalicelib/broadcasts.py, runs on to the
+        # first notice).
         observability.elapsed("SignalToIncidentSeconds", issue.opened_at, now)
         return created
     found = store.get_incident(incident_id)

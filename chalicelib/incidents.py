@@ -55,8 +55,15 @@ def _check_fields(payload: object) -> Mapping[str, object]:
 
 
 def create_incident(
-    store: Store, payload: object, now: datetime | None = None, *, incident_id: str | None = None
+    store: Store,
+    payload: object,
+    now: datetime | None = None,
+    *,
+    incident_id: str | None = None,
+    first_signal_at: str | None = None,
 ) -> Incident:
+    """`first_signal_at`: when what the incident is about was first seen (an emerging
+    issue's or a status source's start), where the lead time starts."""
     data = _check_fields(payload)
     title = data.get("title")
     if not isinstance(title, str) or not 1 <= len(title.strip()) <= 200:
@@ -71,6 +78,7 @@ def create_incident(
         created_at=moment,
         updated_at=moment,
         next_update_due=parse_moment(data.get("next_update_due"), "next_update_due"),
+        first_signal_at=first_signal_at,
     )
     store.create_incident(incident)
     return incident

@@ -154,7 +154,9 @@ def open_incident(
             "regions": [lane.region] if lane.region else [],
         }
         try:
-            incident = incidents.create_incident(store, payload, incident_id=incident_id)
+            incident = incidents.create_incident(
+                store, payload, incident_id=incident_id, first_signal_at=issue.opened_at
+            )
         except Exception as exc:
             if aws.error_code(exc) != "ConditionalCheckFailedException":
                 raise

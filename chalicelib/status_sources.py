@@ -878,7 +878,10 @@ class Applier:
             )
             target = own_id
         title = f"{config.name}: {action.incident.name}"
-        incident = self._ensure_incident(target, title, action.scope, action.status)
+        first = min((u.display_at for u in action.incident.updates), default=None)
+        incident = self._ensure_incident(
+            target, title, action.scope, action.status, first_signal_at=first
+        )
         self.tables.registry.link(incident, link, must_exist=False)
         outcome.forewarn_incident_id = target
         self._broadcast(config, action, incident, "initial", Phase.INITIAL, outcome)
@@ -997,7 +1000,15 @@ class Applier:
             return None
         return incident
 
-    def _ensure_incident(self, incident_id: str, title: str, scope: Scope, status: str) -> Incident:
+    def _ensure_incident(
+        self,
+        incident_id: str,
+        title: str,
+        scope: Scope,
+        status: str,
+        *,
+        first_signal_at: datetime | None = None,
+    ) -> Incident:
         existing = self.store.get_incident(incident_id)
         if existing is not None:
             return existing
@@ -1008,7 +1019,16 @@ class Applier:
             "regions": list(scope.regions),
         }
         try:
-            return incidents.create_incident(self.store, payload, self.now, incident_id=incident_id)
+            return incidents.create_incident(
+                self.store,
+                payload,
+                self.now,
+                incident_id=incident_id,
+                # The source's first update, where it said so; never later than now.
+                first_signal_at=domain.iso(min(first_signal_at, self.now))
+                if first_signal_at
+                else None,
+            )
         except Exception as exc:
             if aws.error_code(exc) != "ConditionalCheckFailedException":
                 raise

@@ -564,6 +564,20 @@ class Store(Tables):
             ExpressionAttributeValues=to_dynamo(values),
         )
 
+    def mark_first_sent(self, broadcast_id: str, at: str) -> bool:
+        """Record when the broadcast's first notice went out; True for the one caller that
+        did (every worker that sends before it sees the mark tries)."""
+        return self._write_if(
+            "update_item",
+            TableName=self.names.broadcasts,
+            Key=to_dynamo({"broadcast_id": broadcast_id}),
+            UpdateExpression="SET first_sent_at = :at",
+            ConditionExpression=(
+                "attribute_exists(broadcast_id) AND attribute_not_exists(first_sent_at)"
+            ),
+            ExpressionAttributeValues=to_dynamo({":at": at}),
+        )
+
     def commit_plan_page(
         self,
         broadcast_id: str,
@@ -853,6 +867,7 @@ def _broadcast_from(item: Item) -> Broadcast:
         approved_by=item.get("approved_by"),
         approved_at=item.get("approved_at"),
         sent_at=item.get("sent_at"),
+        first_sent_at=item.get("first_sent_at"),
         halted_by=item.get("halted_by"),
         halted_at=item.get("halted_at"),
         public_post=bool(item.get("public_post", False)),

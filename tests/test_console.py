@@ -20,7 +20,7 @@ from test_social_api import issue_id  # noqa: F401 (a fixture: an open issue wit
 import app as forewarn_app
 from chalicelib import aws
 from chalicelib.console import csrf_token
-from chalicelib.runtime import audit_log, signals
+from chalicelib.runtime import audit_log, services, signals
 from chalicelib.signin import hash_password
 
 PASSWORDS = {"olivia.ops": "ops-password-1", "sam.social": "social-password-1"}
@@ -409,6 +409,11 @@ def test_the_dashboard_charts_an_issue_and_the_incident_it_opened(
 ) -> None:
     status, promoted = call(client, "POST", f"/api/emerging/{issue_id}/incident", {})
     assert status == 201
+    # The lead time starts at the issue's opening, before the incident existed.
+    incident = services().store.get_incident(promoted["incident"]["incident_id"])
+    assert incident is not None
+    assert incident.first_signal_at == signals().get_issue(issue_id).opened_at
+    assert incident.first_signal_at < incident.created_at
     page = text(get(client, "/console", session(client, "olivia.ops")))
     assert page.count("<svg") == 2
     assert f"Complaints on X: {promoted['incident']['title']}" in page

@@ -180,6 +180,9 @@ def test_each_phase_of_an_upstream_incident_reaches_the_same_customers_once(
     assert incident is not None
     assert incident.status is IncidentStatus.RESOLVED
     assert (incident.services, incident.regions) == (("mobile",), ("north",))
+    # The lead time starts at the page's first update, a minute before the poll saw it.
+    assert incident.first_signal_at == stamp(0)
+    assert incident.created_at > incident.first_signal_at
     phones = [m["phone_number"] for m in stack.delivered()["sms"]]
     assert sorted(set(phones)) == [f"+1415555{i:04d}" for i in range(4)]
     assert len(phones) == 4 * 4
