@@ -147,6 +147,9 @@ def _rate(env: Mapping[str, str], variable: str) -> int:
     return value
 
 
+DEFAULT_PLAN_CONCURRENCY = 8
+
+
 @dataclass(frozen=True)
 class Settings:
     names: Names
@@ -228,7 +231,7 @@ def settings() -> Settings:
         console_users_secret_id=env.get("CONSOLE_USERS_SECRET_ID")
         or f"forewarn/{stage()}/console-users",
         plan_page_size=int(env.get("PLAN_PAGE_SIZE", "500")),
-        plan_concurrency=max(1, int(env.get("PLAN_CONCURRENCY", "8"))),
+        plan_concurrency=max(1, int(env.get("PLAN_CONCURRENCY", str(DEFAULT_PLAN_CONCURRENCY)))),
         second_approval_threshold=int(env.get("SECOND_APPROVAL_THRESHOLD", "1000")),
         quiet_hours=QuietHours.parse(env.get("QUIET_HOURS")),
         quiet_hours_override=frozenset(

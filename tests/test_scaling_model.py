@@ -20,12 +20,17 @@ from bench.scaling import (
     TokenWindows,
     bounds,
     costs,
+    measure,
     simulate,
     steady_rate,
+    validation_scenarios,
 )
+from chalicelib.store import COUNTER_SHARDS
 
 
-def profile(*, sms_share: float = 1.0, segments: float = 1.0) -> Profile:
+def profile(
+    *, sms_share: float = 1.0, segments: float = 1.0, planner_cpu: float = 0.0001
+) -> Profile:
     """Every recipient on SMS of one part, unless told; a claim and a frequency-cap write on
     the worker's path; the counter item takes 2 write units a settle."""
     return Profile(
@@ -39,7 +44,7 @@ def profile(*, sms_share: float = 1.0, segments: float = 1.0) -> Profile:
         },
         worker_cpu=0.001,
         planner_calls={"dynamodb.batch_write_item[audiences]": 0.04, "sqs.SendMessageBatch": 0.01},
-        planner_cpu=0.0001,
+        planner_cpu=planner_cpu,
         planner_step_calls={"dynamodb.get_item[broadcasts]": 1.0},
         wru={"deliveries": 3.0, "broadcasts": 2.0},
         rru={"broadcasts": 0.02},
@@ -92,27 +97,50 @@ def test_message_parts_not_messages_count_against_the_quota() -> None:
 
 def test_the_counter_item_holds_settles_to_500_a_second_until_sharded() -> None:
     # Enough recipients for the pollers to ramp up (5 more a second) past 500 settles a second.
-    unlimited = scenario(20_000, sms_mps=0, concurrency=100)
+    unlimited = scenario(20_000, sms_mps=0, concurrency=100, counter_shards=1)
     one_item = simulate(unlimited, profile())
     assert one_item.delivered == 20_000
     assert one_item.seconds >= 20_000 * 2 / 1000  # 2 units a settle, 1,000 units a second
     assert one_item.throttled["DynamoDB settle"] > 0
     assert one_item.bottleneck() == "broadcast counter item"
     assert steady_rate(one_item.sends_per_second["sms"]) <= 500 * 1.05
-    sharded = simulate(replace(unlimited, counter_shards=4), profile())
+    sharded = simulate(replace(unlimited, counter_shards=COUNTER_SHARDS), profile())
     assert sharded.throttled["DynamoDB settle"] == 0
     assert steady_rate(sharded.sends_per_second["sms"]) >= 1.5 * 500
     assert sharded.seconds < one_item.seconds * 0.75
 
 
-def test_jobs_that_cannot_go_reach_the_dead_letter_queue_and_are_counted() -> None:
-    # One SMS a second for 200 recipients: most jobs burn their receives first.
-    starved = scenario(200, sms_mps=1, send_rate_sms=1, concurrency=20)
+def test_jobs_the_provider_keeps_refusing_reach_the_dead_letter_queue_and_are_counted() -> None:
+    # SNS takes one SMS part a second for 200 recipients: most jobs burn their receives first.
+    starved = scenario(200, sms_mps=1, concurrency=20)
     outcome = simulate(starved, profile(), horizon=3600)
     assert outcome.dead_recipients > 0
     assert outcome.delivered + outcome.dead_recipients == 200
     assert not outcome.finished
     assert outcome.retried_messages >= outcome.dead_recipients / 10 * (MAX_RECEIVES - 1)
+
+
+def test_jobs_the_send_rate_turns_away_come_back_as_new_messages_and_all_go() -> None:
+    # Ten SMS parts a second shared by 20 workers: the Pacer, not SNS, holds them back, and
+    # most workers find no token within 3 s, many times over (more than 8 receives' worth).
+    paced = scenario(2000, sms_mps=0, send_rate_sms=10, concurrency=20)
+    outcome = simulate(paced, profile(segments=1.0), horizon=3600)
+    assert (outcome.delivered, outcome.dead_recipients) == (2000, 0)
+    assert outcome.requeued_messages > 2000 / 10
+    assert outcome.retried_messages == 0
+    assert max(outcome.sends_per_second["sms"]) <= 10
+    assert outcome.seconds >= 2000 / 10
+
+
+def test_a_planner_step_overlaps_its_writes_and_sends_but_not_its_cpu() -> None:
+    one_at_a_time = bounds(scenario(100_000, plan_concurrency=1), profile(), Latency())
+    overlapped = bounds(scenario(100_000, plan_concurrency=8), profile(), Latency())
+    assert overlapped["planner"] < one_at_a_time["planner"] * 0.9
+    cpu_bound = bounds(
+        scenario(100_000, plan_concurrency=1000), profile(planner_cpu=0.001), Latency()
+    )
+    # A millisecond of CPU a recipient is 100 s for 100,000, however many calls overlap.
+    assert cpu_bound["planner"] >= 100
 
 
 def test_a_slower_worker_needs_more_of_them() -> None:
@@ -150,3 +178,20 @@ def test_steady_rate_ignores_the_ramp_and_the_tail() -> None:
     per_second = [1, 2, *([50] * 20), 3, 1]
     assert steady_rate(per_second) == pytest.approx(50, rel=0.15)
     assert math.isclose(steady_rate([1, 2]), 0.0)
+
+
+def test_the_real_planner_overlaps_its_calls_on_the_virtual_clock() -> None:
+    base = replace(validation_scenarios(200)[0], plan_page_size=200)
+    steps = {}
+    for plan_concurrency in (1, 8):
+        run = measure(replace(base, plan_concurrency=plan_concurrency))
+        assert run.planned == sum(run.sent.values()) == 200
+        # 200 snapshot rows in 8 BatchWriteItem calls, 20 jobs in 2 SendMessageBatch calls.
+        assert run.meter.calls["planner:dynamodb.batch_write_item[audiences]"] == 8
+        (step,) = [i for i in run.invocations if i.function == "plan_broadcast"]
+        steps[plan_concurrency] = step.seconds
+    latency = Latency()
+    waits = 8 * latency.batch_write_item + 2 * latency.send_message_batch
+    # One at a time the step waits for every call; eight at a time, for about one of each.
+    assert steps[1] >= waits
+    assert steps[8] <= steps[1] - 0.7 * waits
