@@ -524,8 +524,9 @@ def _print_status(state: dict[str, Any]) -> None:
     "with the wheels the stage's Lambda runtime loads, then stop.",
 )
 def package(stage: str, out: Path, wheelhouse_only: bool) -> None:
-    """Build the deployable CloudFormation template and zip (templates included), offline:
-    dependencies come from wheelhouse/ (`make wheelhouse`, or --wheelhouse-only)."""
+    """Build the deployable CloudFormation template and zip (templates and compiled bytecode
+    included), offline: dependencies come from wheelhouse/ (`make wheelhouse`, or
+    --wheelhouse-only)."""
     from forewarn_cli import packaging
 
     target = packaging.lambda_target(stage)
@@ -540,7 +541,7 @@ def package(stage: str, out: Path, wheelhouse_only: bool) -> None:
                 click.echo(f"{where} is up to date with requirements.txt")
             return
         zip_path = packaging.build_package(stage, out)
-    except packaging.WheelhouseError as exc:
+    except packaging.PackagingError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"package written to {zip_path} and {out / 'sam.json'}")
 

@@ -15,20 +15,30 @@ wheelhouse, filled once (online) per runtime, architecture and requirements.txt:
 Chalice zips only `app.py`, `chalicelib/` and `vendor/`. The notice templates live in
 `templates/` at the top of the project, so the build stages a copy of the project with
 `templates/` placed at `chalicelib/templates/`, where `chalicelib.notices` looks first.
+
+Chalice declares the runtime of the Python that runs it, so the build first checks that
+Lambda offers that runtime and that the wheelhouse was made for it, and afterwards that the
+template says so. It then adds each module's compiled bytecode to the zip: Lambda's file
+system is read-only, so without it every cold start compiles every module it imports.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import py_compile
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.utils import parse_wheel_filename
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 INFRA_DIR = PROJECT_DIR / "infra"
@@ -47,10 +57,26 @@ _RUNTIME_GLIBC_MINOR = {
     "python3.14": 34,
 }
 _MACHINES = {"x86_64": "x86_64", "arm64": "aarch64"}
+# The Python runtimes of Lambda that a package may declare. Chalice names the one of the
+# Python running it whether Lambda has it or not (older than 3.10 become python3.10, newer
+# than 3.14 python3.15), so the build checks.
+LAMBDA_PYTHON_RUNTIMES = ("python3.10", "python3.11", "python3.12", "python3.13")
+# The legacy manylinux names, by the glibc minor they stand for.
+_LEGACY_MANYLINUX = {"manylinux1": 5, "manylinux2010": 12, "manylinux2014": 17}
+# Where Lambda unpacks the zip: the file name each compiled module records for tracebacks.
+LAMBDA_TASK_ROOT = "/var/task"
 
 
-class WheelhouseError(Exception):
+class PackagingError(Exception):
+    """The package cannot be built as asked; the message, one line, says why and what to do."""
+
+
+class WheelhouseError(PackagingError):
     """The wheelhouse is missing, stale, or cannot be filled; the message says what to do."""
+
+
+class RuntimeMismatch(PackagingError):
+    """The Lambda runtime is one Lambda does not offer, or not this Python's."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +108,28 @@ class LambdaTarget:
     def wheelhouse(self) -> Path:
         return WHEELHOUSE_DIR / f"{self.runtime}-{self.architecture}"
 
+    def loads_wheel(self, filename: str) -> bool:
+        """Whether the wheel named `filename` (`name-1.0-cp311-abi3-manylinux_2_17_x86_64.whl`)
+        loads on this runtime and architecture: one of its tags is one the runtime supports."""
+        return not parse_wheel_filename(filename)[3].isdisjoint(self.supported_tags())
+
+    def supported_tags(self) -> frozenset[Tag]:
+        """The wheel tags this runtime loads, as pip would list them on Lambda itself: its
+        CPython ABI, the stable ABI of earlier versions, pure Python, and manylinux up to
+        the glibc the runtime has."""
+        version = (3, int(self.abi[3:]))
+        machine = _MACHINES[self.architecture]
+        glibc = _RUNTIME_GLIBC_MINOR.get(self.runtime, 26)
+        platforms = [f"manylinux_2_{minor}_{machine}" for minor in range(glibc, 4, -1)] + [
+            f"{legacy}_{machine}" for legacy, minor in _LEGACY_MANYLINUX.items() if minor <= glibc
+        ]
+        return frozenset(
+            [
+                *cpython_tags(version, platforms=platforms),
+                *compatible_tags(version, platforms=platforms),
+            ]
+        )
+
     def pip_options(self) -> list[str]:
         """pip's options to choose wheels for this target rather than for this machine."""
         options = ["--only-binary=:all:", "--implementation", "cp"]
@@ -103,6 +151,67 @@ def lambda_target(stage: str) -> LambdaTarget:
     return LambdaTarget(config.lambda_python_version, config.lambda_architecture)
 
 
+def this_python() -> str:
+    """The runtime name of the Python running this (`python3.11`)."""
+    return f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def check_runtime(target: LambdaTarget) -> None:
+    """Stop unless Lambda offers the runtime Chalice will declare, and it is this Python's:
+    the bytecode added to the zip is this Python's, and loads on that version only."""
+    if target.runtime not in LAMBDA_PYTHON_RUNTIMES:
+        raise RuntimeMismatch(
+            f"Chalice would declare the Lambda runtime {target.runtime}, from the Python that "
+            f"runs it ({sys.executable}), and Lambda offers "
+            f"{', '.join(LAMBDA_PYTHON_RUNTIMES)}: make .venv with one of those "
+            "(`make clean`, then `make package PYTHON=python3.12`)"
+        )
+    if target.runtime != this_python():
+        raise RuntimeMismatch(
+            f"Chalice would declare {target.runtime} but this is {this_python()} "
+            f"({sys.executable}): package with the Python of the runtime"
+        )
+
+
+def check_template_runtime(template: dict[str, Any], target: LambdaTarget) -> None:
+    """Stop unless every function of the template Chalice wrote declares `target`'s runtime,
+    one that Lambda offers (`check_runtime` judged what Chalice would write; this, what it
+    wrote)."""
+    default = template.get("Globals", {}).get("Function", {}).get("Runtime")
+    declared = {
+        logical: resource.get("Properties", {}).get("Runtime", default)
+        for logical, resource in template.get("Resources", {}).items()
+        if resource.get("Type") in {"AWS::Serverless::Function", "AWS::Lambda::Function"}
+    }
+    wrong = sorted(
+        f"{logical} ({runtime})"
+        for logical, runtime in declared.items()
+        if runtime != target.runtime or runtime not in LAMBDA_PYTHON_RUNTIMES
+    )
+    if not declared or wrong:
+        raise RuntimeMismatch(
+            f"the template Chalice wrote gives functions a runtime other than {target.runtime}, "
+            f"the one the package was built for and Lambda offers: "
+            f"{', '.join(wrong) or 'it has no function at all'}"
+        )
+
+
+def check_wheelhouse(target: LambdaTarget) -> None:
+    """Stop unless every wheel in the target's wheelhouse loads on its runtime and
+    architecture (a wheelhouse copied in from elsewhere, or renamed)."""
+    foreign = sorted(
+        wheel.name
+        for wheel in target.wheelhouse.glob("*.whl")
+        if not target.loads_wheel(wheel.name)
+    )
+    if foreign:
+        raise WheelhouseError(
+            f"{shown(target.wheelhouse)} holds wheels that do not load on {target.runtime} "
+            f"{target.architecture} ({', '.join(foreign)}): run "
+            f"`rm -rf {shown(target.wheelhouse)} && make wheelhouse`"
+        )
+
+
 def wheelhouse_is_current(target: LambdaTarget) -> bool:
     """True when the target's wheelhouse was filled for the requirements.txt of now."""
     made_for = target.wheelhouse / "requirements.txt"
@@ -122,6 +231,7 @@ def platform_wheels(directory: Path) -> list[str]:
 def fill_wheelhouse(target: LambdaTarget, *, force: bool = False) -> bool:
     """Download the wheels requirements.txt needs on `target` (online). Returns False, having
     done nothing, when the wheelhouse is already current and `force` is not given."""
+    check_runtime(target)
     if wheelhouse_is_current(target) and not force:
         return False
     WHEELHOUSE_DIR.mkdir(exist_ok=True)
@@ -159,6 +269,7 @@ def install_wheelhouse(target: LambdaTarget, vendor: Path) -> None:
             f"({shown(target.wheelhouse)} does not match requirements.txt): "
             "run `make wheelhouse` once with access to PyPI, then package offline"
         )
+    check_wheelhouse(target)
     env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
     env |= {"PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1"}
     command = [*_pip("install"), "--no-index", "--find-links", str(target.wheelhouse)]
@@ -204,6 +315,7 @@ def build_package(stage: str, out: Path) -> Path:
     """Write `out/deployment.zip` and `out/sam.json` for `stage`, without the network."""
     out = out.resolve()
     target = lambda_target(stage)
+    check_runtime(target)
     with tempfile.TemporaryDirectory(prefix="forewarn-package-") as tmp:
         staged = stage_project(Path(tmp) / "forewarn", target)
         merge_file = Path(tmp) / "merge.json"
@@ -226,7 +338,62 @@ def build_package(stage: str, out: Path) -> Path:
             # Packaging makes no AWS calls, but chalice insists on knowing a region.
             env={"AWS_DEFAULT_REGION": "us-east-1", **os.environ},
         )
+    check_template_runtime(json.loads((out / "sam.json").read_text()), target)
+    add_bytecode(out / "deployment.zip")
     return out / "deployment.zip"
+
+
+def add_bytecode(archive: Path) -> list[str]:
+    """Add `__pycache__/<module>.<cache tag>.pyc` beside every `.py` in the zip, compiled by
+    this Python (the runtime's: `check_runtime`). Returns the modules that do not compile,
+    which Python could not import anyway, and names them on stderr.
+
+    The .pyc files are unchecked-hash ones: Lambda unpacks the zip with file times of its own,
+    against which a timestamp .pyc could be judged stale and compiled again on every cold
+    start, and the file system is read-only, so Python cannot write the result down for the
+    next one. Entries are added in name order with the time and permissions of their source,
+    so the same sources still give the same zip, byte for byte, as Chalice makes it (marshal
+    writes set constants in a fixed order since Python 3.11, whatever the hash seed)."""
+    compiled: dict[str, bytes] = {}
+    failed: dict[str, str] = {}
+    with zipfile.ZipFile(archive) as zipped:
+        sources = {info.filename: info for info in zipped.infolist()}
+        with tempfile.TemporaryDirectory(prefix="forewarn-bytecode-") as tmp:
+            for name in sorted(name for name in sources if name.endswith(".py")):
+                source = Path(zipped.extract(name, tmp))
+                pyc = Path(tmp) / "module.pyc"
+                try:
+                    # The .pyc's name, optimisation level and file name are spelled out:
+                    # PYTHONPYCACHEPREFIX or -O here must not change what Lambda looks for.
+                    py_compile.compile(
+                        str(source),
+                        cfile=str(pyc),
+                        dfile=f"{LAMBDA_TASK_ROOT}/{name}",
+                        doraise=True,
+                        optimize=0,
+                        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+                    )
+                except py_compile.PyCompileError as exc:
+                    failed[name] = " ".join(exc.msg.split()[-20:])
+                else:
+                    compiled[name] = pyc.read_bytes()
+    tag = sys.implementation.cache_tag
+    with zipfile.ZipFile(archive, "a") as zipped:
+        for name, data in compiled.items():
+            directory, _, module = name.rpartition("/")
+            cached = f"{directory}/__pycache__" if directory else "__pycache__"
+            _add_like(zipped, sources[name], f"{cached}/{module[:-3]}.{tag}.pyc", data)
+    for name, reason in failed.items():
+        print(f"not compiled (no import on {this_python()}): {name}: {reason}", file=sys.stderr)
+    return sorted(failed)
+
+
+def _add_like(zipped: zipfile.ZipFile, source: zipfile.ZipInfo, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=source.date_time)
+    info.external_attr = source.external_attr
+    info.create_system = source.create_system
+    info.compress_type = zipfile.ZIP_DEFLATED
+    zipped.writestr(info, data)
 
 
 def _pip(command: str) -> list[str]:

@@ -3,15 +3,19 @@ and SES's feedback; and that the local stack makes the same from the same file."
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import urllib.request
 from typing import Any
 
+import pytest
 from chalice.utils import to_cfn_resource_name
 from conftest import Stack
 
 import app as forewarn_app
 from chalicelib import aws
-from chalicelib.config import scan_rate_minutes
+from chalicelib.auth import Principal, issue_local_token, verify
+from chalicelib.config import scan_rate_minutes, settings
 from forewarn_cli.local import infra
 from forewarn_cli.packaging import INFRA_DIR, merge_template
 
@@ -54,7 +58,58 @@ def test_every_table_has_point_in_time_recovery_and_the_stacks_kms_key() -> None
             "SSEType": "KMS",
             "KMSMasterKeyId": KEY,
         }, logical
-        assert table["DeletionPolicy"] == "Retain", logical
+
+
+def test_what_holds_data_survives_deletion_but_not_the_rollback_of_its_first_create() -> None:
+    resources = template()["Resources"]
+    stateful = {
+        logical: resource
+        for logical, resource in resources.items()
+        if resource["Type"]
+        in {
+            "AWS::DynamoDB::Table",
+            "AWS::KMS::Key",
+            "AWS::Cognito::UserPool",
+            "AWS::SecretsManager::Secret",
+        }
+    }
+    assert len(of_type("AWS::DynamoDB::Table")) >= 18
+    assert {"StackKey", "ConsoleUserPool", "XCredentials", "WebhookSecrets"} <= set(stateful)
+    # The dev stage's token key is made by Secrets Manager and read by nothing but the stack:
+    # a new stack makes a new one, and the tokens of a deleted stack should die with it.
+    generated = stateful.pop("DevTokenKey")
+    assert "GenerateSecretString" in generated["Properties"]
+    assert "DeletionPolicy" not in generated
+    for logical, resource in stateful.items():
+        # A rollback of the create that made it deletes it, so a retry does not stop on its
+        # name; after that, neither a rollback nor deleting the stack does.
+        assert resource["DeletionPolicy"] == "RetainExceptOnCreate", logical
+        # UpdateReplacePolicy has no such value: a replacement keeps the old resource.
+        assert resource["UpdateReplacePolicy"] == "Retain", logical
+    # Queues, topics and the rest go with the stack: nothing to keep, and a kept one would
+    # block a new stack of the stage on its name.
+    kept = {logical for logical, resource in resources.items() if "DeletionPolicy" in resource}
+    assert kept == set(stateful)
+
+
+def test_the_dev_stage_alone_gets_a_token_key_and_a_console_users_secret() -> None:
+    data = template()
+    assert data["Conditions"]["IsDevStage"] == {"Fn::Equals": [{"Ref": "Stage"}, "dev"]}
+    conditional = {
+        logical: resource["Properties"]["Name"]
+        for logical, resource in data["Resources"].items()
+        if resource.get("Condition") == "IsDevStage"
+    }
+    assert conditional == {
+        "DevTokenKey": {"Fn::Sub": "forewarn/${Stage}/token-key"},
+        "DevConsoleUsers": {"Fn::Sub": "forewarn/${Stage}/console-users"},
+    }
+    key = data["Resources"]["DevTokenKey"]["Properties"]
+    assert key["GenerateSecretString"] == {"PasswordLength": 64, "ExcludePunctuation": True}
+    for stage, made in (("dev", True), ("prod", False), ("staging", False)):
+        params = {"Stage": stage, "SenderEmail": "a@b.example", "OpsEmail": ""}
+        for resource in (data["Resources"][logical] for logical in conditional):
+            assert infra.condition_holds(data, resource, params) is made, stage
 
 
 def test_posts_and_the_delivery_ledger_expire_by_ttl() -> None:
@@ -76,7 +131,7 @@ def test_every_topic_and_secret_is_encrypted_with_the_stacks_key() -> None:
     topics = of_type("AWS::SNS::Topic")
     secrets = of_type("AWS::SecretsManager::Secret")
     assert {"OpsTopic", "ReturnsTopic", "InboundSmsTopic", "EmailFeedbackTopic"} <= set(topics)
-    assert {"XCredentials", "WebhookSecrets"} == set(secrets)
+    assert {"XCredentials", "WebhookSecrets", "DevTokenKey", "DevConsoleUsers"} == set(secrets)
     for logical, topic in topics.items():
         assert topic["Properties"]["KmsMasterKeyId"] == KEY, logical
     for logical, secret in secrets.items():
@@ -87,7 +142,6 @@ def test_every_topic_and_secret_is_encrypted_with_the_stacks_key() -> None:
 def test_the_stack_key_rotates_and_lets_ses_and_cloudwatch_publish_to_encrypted_topics() -> None:
     key = template()["Resources"]["StackKey"]
     assert key["Properties"]["EnableKeyRotation"] is True
-    assert key["DeletionPolicy"] == "Retain"
     services: set[str] = set()
     for statement in key["Properties"]["KeyPolicy"]["Statement"]:
         principal = statement["Principal"].get("Service", [])
@@ -218,3 +272,26 @@ def test_the_local_stack_makes_the_alarms_configuration_set_and_encrypted_secret
         "forewarn-test-email-feedback",
         "forewarn-test-inbound-sms",
     ]
+
+
+def test_the_local_stack_makes_the_dev_stages_key_and_users_for_dev_only(stack: Stack) -> None:
+    client = aws.client("secretsmanager")
+    for name in ("forewarn/test/token-key", "forewarn/test/console-users"):
+        with pytest.raises(client.exceptions.ResourceNotFoundException):
+            client.describe_secret(SecretId=name)
+    # A fresh embedded AWS for the dev stage: moto's SES names event destinations
+    # account-wide, so the two stages' configuration sets cannot both have theirs.
+    reset = urllib.request.Request(f"{stack.url}/moto-api/reset", method="POST")
+    urllib.request.urlopen(reset).close()
+    made = infra.deploy(aws.client, stage="dev", sender_email="alerts@forewarn.example")
+    assert {"DevTokenKey", "DevConsoleUsers"} <= set(made)
+    assert "OpsEmailSubscription" not in made
+    key = client.get_secret_value(SecretId="forewarn/dev/token-key")["SecretString"]
+    assert len(key) == 64
+    assert key.isalnum()
+    assert client.get_secret_value(SecretId="forewarn/dev/console-users")["SecretString"] == "{}"
+    # What the dev stage's functions get as FOREWARN_TOKEN_SECRET checks the tokens signed
+    # with the key read back from the secret, as its operators make them.
+    dev = dataclasses.replace(settings(), auth_mode="local", token_secret=key)
+    token = issue_local_token("dana", "ops", secret=key, issuer=dev.token_issuer)
+    assert verify(f"Bearer {token}", dev) == Principal("dana", "ops")

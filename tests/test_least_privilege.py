@@ -144,6 +144,8 @@ def local_resolver() -> Resolver:
     physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in stack["StackResources"]}
     named = Resolver(values)
     for logical, resource in template["Resources"].items():
+        if not infra.condition_holds(template, resource, values):
+            continue  # not made for this stage (the dev stage's own secrets)
         kind, props = resource["Type"], resource.get("Properties", {})
         if kind == "AWS::DynamoDB::Table":
             table = aws.client("dynamodb").describe_table(TableName=named(props["TableName"]))

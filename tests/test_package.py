@@ -14,11 +14,20 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from forewarn_cli import packaging
-from forewarn_cli.packaging import PROJECT_DIR, WheelhouseError, build_package, lambda_target
+from forewarn_cli.packaging import (
+    LAMBDA_PYTHON_RUNTIMES,
+    PROJECT_DIR,
+    LambdaTarget,
+    RuntimeMismatch,
+    WheelhouseError,
+    build_package,
+    lambda_target,
+)
 
 pytestmark = pytest.mark.package
 
@@ -222,7 +231,14 @@ def test_every_library_in_the_zip_was_built_for_the_lambda_runtime(package: Path
     for name in archive.namelist():
         if name.endswith(".so"):
             assert extension.search(name), name
-    assert not any(name.startswith("bin/") or name.endswith(".pyc") for name in archive.namelist())
+    assert not any(name.startswith("bin/") for name in archive.namelist())
+    # The only bytecode is what the build compiled for the runtime, beside its source.
+    cache_tag = f"cpython-{target.abi[2:]}"
+    for name in archive.namelist():
+        if name.endswith(".pyc"):
+            match = re.fullmatch(rf"((?:.+/)?)__pycache__/([^/]+)\.{cache_tag}\.pyc", name)
+            assert match, name
+            assert f"{match.group(1)}{match.group(2)}.py" in archive.namelist(), name
 
 
 def test_every_dependency_imports_from_the_zip_alone(unpacked: Path) -> None:
@@ -330,6 +346,299 @@ def test_every_function_learns_the_ops_topic_and_x_secret_from_the_template(
     assert variables["OPS_TOPIC_ARN"] == {"Ref": "OpsTopic"}
     assert variables["X_SECRET_ID"] == {"Ref": "XCredentials"}
     assert template["Resources"]["ScanSocialFeeds"]["Type"] == "AWS::Serverless::Function"
+
+
+# -- who may sign in: the user pool, or the dev stage's own key -------------------------------
+
+COGNITO_ISSUER = {"Fn::Sub": "https://cognito-idp.${AWS::Region}.amazonaws.com/${ConsoleUserPool}"}
+DEV_TOKEN_KEY = {
+    "Fn::If": [
+        "IsDevStage",
+        {"Fn::Sub": "{{resolve:secretsmanager:${DevTokenKey}}}"},
+        {"Ref": "AWS::NoValue"},
+    ]
+}
+AUTH_VARIABLES = {"COGNITO_ISSUER", "COGNITO_CLIENT_ID", "FOREWARN_TOKEN_SECRET"}
+
+
+def _token_checkers() -> set[str]:
+    """The functions that verify tokens: the API (console sign-in and sessions) and each
+    authorizer of its routes."""
+    from chalice.utils import to_cfn_resource_name
+
+    import app as forewarn_app
+
+    authorizers = {to_cfn_resource_name(c.name) for c in forewarn_app.app.builtin_auth_handlers}
+    return {"APIHandler", *authorizers}
+
+
+def test_the_functions_that_check_tokens_learn_the_user_pool_from_the_template(
+    package: Path,
+) -> None:
+    template = json.loads((package / "sam.json").read_text())
+    functions = {
+        logical: resource["Properties"]
+        for logical, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+    checkers = _token_checkers()
+    assert checkers == {"APIHandler", "Bearer"}
+    for logical, props in functions.items():
+        variables = props["Environment"]["Variables"]
+        if logical in checkers:
+            # The pool's own region and ids, known when the stack is made: one deploy.
+            assert variables["COGNITO_ISSUER"] == COGNITO_ISSUER, logical
+            assert variables["COGNITO_CLIENT_ID"] == {"Ref": "ConsoleUserPoolClient"}, logical
+            assert variables["FOREWARN_TOKEN_SECRET"] == DEV_TOKEN_KEY, logical
+        else:
+            assert not AUTH_VARIABLES & set(variables), logical
+    assert not AUTH_VARIABLES & set(template["Globals"]["Function"]["Environment"]["Variables"])
+    resources = template["Resources"]
+    assert resources["ConsoleUserPool"]["Type"] == "AWS::Cognito::UserPool"
+    assert resources["DevTokenKey"]["Condition"] == "IsDevStage"
+    assert template["Conditions"]["IsDevStage"] == {"Fn::Equals": [{"Ref": "Stage"}, "dev"]}
+
+
+def test_no_stage_names_a_user_pool_or_a_region_in_its_settings() -> None:
+    config = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())
+    text = json.dumps(config)
+    assert "REPLACE_WITH" not in text
+    assert "cognito-idp" not in text
+    stages = config["stages"]
+    for name, stage in stages.items():
+        assert not AUTH_VARIABLES & set(stage.get("environment_variables", {})), name
+    # The template makes the dev stage's key when Stage is `dev`: that must be the one stage
+    # whose tokens are local ones.
+    local = {n for n, s in stages.items() if s["environment_variables"]["AUTH_MODE"] == "local"}
+    assert local == {"dev"}
+    assert stages["prod"]["environment_variables"]["AUTH_MODE"] == "cognito"
+
+
+# -- the Lambda runtime --------------------------------------------------------------------------
+
+
+def test_the_template_declares_the_runtime_of_this_python_which_lambda_offers(
+    package: Path,
+) -> None:
+    template = json.loads((package / "sam.json").read_text())
+    runtimes = {
+        resource["Properties"]["Runtime"]
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+    this = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    assert runtimes == {lambda_target("dev").runtime} == {this}
+    assert this in LAMBDA_PYTHON_RUNTIMES
+
+
+def _other_runtime() -> str:
+    this = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return next(runtime for runtime in LAMBDA_PYTHON_RUNTIMES if runtime != this)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "message"),
+    [
+        ("python3.14", r"Lambda runtime python3\.14, .* Lambda offers python3\.10, python3\.11"),
+        ("python3.9", r"Lambda runtime python3\.9, .* make \.venv with one of those"),
+        (_other_runtime(), r"Chalice would declare python3\.\d+ but this is python3\.\d+"),
+    ],
+)
+def test_a_runtime_lambda_lacks_or_not_this_pythons_stops_the_package_in_one_line(
+    runtime: str, message: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from forewarn_cli.main import cli
+
+    monkeypatch.setattr(packaging, "lambda_target", lambda stage: LambdaTarget(runtime, "x86_64"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["package", "--stage", "dev", "--out", str(out)])
+    assert result.exit_code == 1
+    (line,) = result.output.splitlines()
+    assert re.search(message, line), line
+    assert not out.exists()
+    # The wheelhouse is not filled for it either.
+    result = CliRunner().invoke(cli, ["package", "--stage", "dev", "--wheelhouse-only"])
+    assert result.exit_code == 1
+    assert re.search(message, result.output), result.output
+
+
+def test_a_template_with_another_runtime_than_the_packages_is_refused() -> None:
+    target = lambda_target("dev")
+
+    def written(bearer: dict[str, str]) -> dict[str, Any]:
+        return {
+            "Globals": {"Function": {"Runtime": target.runtime}},
+            "Resources": {
+                "APIHandler": {"Type": "AWS::Serverless::Function", "Properties": {}},
+                "Bearer": {"Type": "AWS::Serverless::Function", "Properties": bearer},
+            },
+        }
+
+    with pytest.raises(RuntimeMismatch, match=r"Bearer \(python3\.9\)") as refused:
+        packaging.check_template_runtime(written({"Runtime": "python3.9"}), target)
+    assert "APIHandler" not in str(refused.value)
+    packaging.check_template_runtime(written({}), target)
+    with pytest.raises(RuntimeMismatch, match="no function at all"):
+        packaging.check_template_runtime({"Resources": {}}, target)
+
+
+def test_a_wheelhouse_made_for_another_runtime_stops_the_package_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(packaging, "WHEELHOUSE_DIR", tmp_path / "wheelhouse")
+    target = lambda_target("dev")
+    target.wheelhouse.mkdir(parents=True)
+    shutil.copy2(PROJECT_DIR / "requirements.txt", target.wheelhouse / "requirements.txt")
+    # Current for requirements.txt, but one wheel was built for another CPython.
+    other = f"cp3{int(target.abi[3:]) + 1}"
+    foreign = f"markupsafe-3.0.2-{other}-{other}-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+    (target.wheelhouse / foreign).write_bytes(b"")
+    (target.wheelhouse / "jinja2-3.1.6-py3-none-any.whl").write_bytes(b"")
+    with pytest.raises(WheelhouseError) as refused:
+        build_package("dev", tmp_path / "out")
+    (line,) = str(refused.value).splitlines()
+    assert f"do not load on {target.runtime} {target.architecture} ({foreign})" in line
+    assert "make wheelhouse" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("wheel", "loads"),
+    [
+        ("jinja2-3.1.6-py3-none-any.whl", True),
+        ("six-1.17.0-py2.py3-none-any.whl", True),
+        ("cryptography-44.0.0-cp39-abi3-manylinux_2_17_x86_64.whl", True),
+        ("cryptography-44.0.0-cp39-abi3-manylinux_2_28_x86_64.whl", False),  # AL2: glibc 2.26
+        ("cryptography-44.0.0-cp39-abi3-manylinux_2_17_aarch64.whl", False),
+        ("cryptography-44.0.0-cp312-abi3-manylinux_2_17_x86_64.whl", False),
+        ("markupsafe-3.0.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", True),
+        ("markupsafe-3.0.2-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", False),
+        ("markupsafe-3.0.2-cp311-cp311-musllinux_1_2_x86_64.whl", False),
+        ("markupsafe-3.0.2-cp311-cp311-macosx_11_0_arm64.whl", False),
+        ("cffi-1.17.1-cp311-cp311-manylinux1_x86_64.whl", True),
+    ],
+)
+def test_which_wheels_load_on_python311_x86_64(wheel: str, loads: bool) -> None:
+    assert LambdaTarget("python3.11", "x86_64").loads_wheel(wheel) is loads
+
+
+def test_every_wheel_of_the_wheelhouse_loads_by_both_judges() -> None:
+    target = lambda_target("dev")
+    wheels = sorted(target.wheelhouse.glob("*.whl"))
+    assert wheels
+    for wheel in wheels:
+        tags = wheel.name.removesuffix(".whl").split("-")[-3:]
+        expanded = [
+            f"{python}-{abi}-{platform}"
+            for python in tags[0].split(".")
+            for abi in tags[1].split(".")
+            for platform in tags[2].split(".")
+        ]
+        assert any(_loadable_on_lambda(tag, target) for tag in expanded), wheel.name
+        assert target.loads_wheel(wheel.name), wheel.name
+
+
+# -- compiled bytecode ---------------------------------------------------------------------------
+
+
+def test_every_module_in_the_zip_has_unchecked_bytecode_for_the_runtime(package: Path) -> None:
+    import importlib.util
+
+    target = lambda_target("dev")
+    archive = zipfile.ZipFile(package / "deployment.zip")
+    names = set(archive.namelist())
+    sources = sorted(name for name in names if name.endswith(".py"))
+    assert {"app.py", "chalicelib/broadcasts.py", "jinja2/__init__.py"} <= set(sources)
+    assert any(name.startswith("aws_lambda_powertools/") for name in sources)
+    for source in sources:
+        directory, _, module = source.rpartition("/")
+        pyc = f"__pycache__/{module[:-3]}.cpython-{target.abi[2:]}.pyc"
+        pyc = f"{directory}/{pyc}" if directory else pyc
+        assert pyc in names, source
+        data = archive.read(pyc)
+        # PEP 552: this Python's magic (the runtime's, as checked), flags 0b01 (hash-based,
+        # never checked against the source), then the hash of the very source in the zip.
+        assert data[:4] == importlib.util.MAGIC_NUMBER, source
+        assert int.from_bytes(data[4:8], "little") == 0b01, source
+        assert data[8:16] == importlib.util.source_hash(archive.read(source)), source
+        info, source_info = archive.getinfo(pyc), archive.getinfo(source)
+        assert (info.date_time, info.external_attr) == (
+            source_info.date_time,
+            source_info.external_attr,
+        )
+
+
+# The app, and what its handlers import on their first call: the logger (Powertools), the
+# notice templates (jinja2) and tokens (PyJWT, cryptography).
+BYTECODE_PROBE = (
+    "import app, chalicelib.broadcasts, aws_lambda_powertools.logging, jinja2, jwt; "
+    "print(chalicelib.broadcasts.__cached__)"
+)
+
+
+def _import_verbosely(tree: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-S", "-v", "-c", BYTECODE_PROBE],
+        cwd=tree,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(tree), **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_the_package_imports_from_its_bytecode_and_compiles_nothing(
+    package: Path, tmp_path: Path
+) -> None:
+    tree = tmp_path / "task"
+    zipfile.ZipFile(package / "deployment.zip").extractall(tree)
+    before = sorted(p for p in tree.rglob("*"))
+    # As on Lambda, where nothing can be written; -v names what each import reads.
+    result = _import_verbosely(tree, {"PYTHONDONTWRITEBYTECODE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    compiled = re.findall(
+        rf"^# code object from ({re.escape(str(tree))}/\S+\.py)$", result.stderr, re.MULTILINE
+    )
+    loaded = re.findall(
+        rf"^# ({re.escape(str(tree))}/\S+\.pyc) matches ", result.stderr, re.MULTILINE
+    )
+    assert compiled == []
+    assert f"{tree}/__pycache__/app.cpython-{lambda_target('dev').abi[2:]}.pyc" in loaded
+    cached = result.stdout.strip()
+    assert cached in loaded
+    assert Path(cached).is_file()
+    packages = {Path(path).relative_to(tree).parts[0] for path in loaded}
+    assert {"chalicelib", "aws_lambda_powertools", "jinja2", "jwt", "cryptography"} <= packages
+    assert sorted(p for p in tree.rglob("*")) == before
+    # The same probe sees a compile when the bytecode is out of Python's sight: a cache
+    # prefix makes it look for .pyc files in an empty directory instead.
+    blind = _import_verbosely(
+        tree, {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(tmp_path / "empty")}
+    )
+    assert blind.returncode == 0, blind.stderr[-3000:]
+    assert f"# code object from {tree}/app.py" in blind.stderr.splitlines()
+
+
+def test_a_module_that_does_not_compile_is_named_and_shipped_without_bytecode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive = tmp_path / "deployment.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("app.py", "VALUE = {'a', 'b'}\n")
+        zipped.writestr("pkg/old.py", "print 'python 2'\n")
+        zipped.writestr("pkg/data.txt", "not python\n")
+    assert packaging.add_bytecode(archive) == ["pkg/old.py"]
+    tag = sys.implementation.cache_tag
+    names = zipfile.ZipFile(archive).namelist()
+    assert names == ["app.py", "pkg/old.py", "pkg/data.txt", f"__pycache__/app.{tag}.pyc"]
+    assert "pkg/old.py" in capsys.readouterr().err
+
+
+def test_the_same_sources_make_the_same_zip_byte_for_byte(package: Path, tmp_path: Path) -> None:
+    again = build_package("dev", tmp_path / "again")
+    assert again.read_bytes() == (package / "deployment.zip").read_bytes()
 
 
 # -- make deploy --------------------------------------------------------------------------

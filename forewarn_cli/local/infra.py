@@ -41,13 +41,29 @@ def _secret(
     clients: Callable[[str], Any], props: Mapping[str, Any], params: Mapping[str, str]
 ) -> str | None:
     options = {"KmsKeyId": _resolve(props["KmsKeyId"], params)} if "KmsKeyId" in props else {}
+    value = props.get("SecretString", "{}")
+    if "GenerateSecretString" in props:
+        value = _generated_secret(clients, props["GenerateSecretString"])
     response = clients("secretsmanager").create_secret(
         Name=_resolve(props["Name"], params),
         Description=props.get("Description", ""),
-        SecretString=props.get("SecretString", "{}"),
+        SecretString=value,
         **options,
     )
     return str(response["ARN"])
+
+
+def _generated_secret(clients: Callable[[str], Any], generate: Mapping[str, Any]) -> str:
+    """What CloudFormation stores for `GenerateSecretString`: a password from Secrets Manager
+    with the same options, alone or put under `GenerateStringKey` in `SecretStringTemplate`."""
+    layout = {"SecretStringTemplate", "GenerateStringKey"}
+    options = {key: value for key, value in generate.items() if key not in layout}
+    password = str(clients("secretsmanager").get_random_password(**options)["RandomPassword"])
+    if "SecretStringTemplate" not in generate:
+        return password
+    document = json.loads(generate["SecretStringTemplate"])
+    document[generate["GenerateStringKey"]] = password
+    return json.dumps(document)
 
 
 def _sns_subscription(
@@ -199,6 +215,34 @@ def _resolve(value: Any, params: Mapping[str, str]) -> str:
     raise ValueError(f"cannot resolve {value!r} outside CloudFormation")
 
 
+def condition_holds(
+    template: Mapping[str, Any], resource: Mapping[str, Any], params: Mapping[str, str]
+) -> bool:
+    """Whether CloudFormation would make `resource` for these parameters: its `Condition`,
+    if it has one, evaluated from the template's `Conditions`."""
+    name = resource.get("Condition")
+    return name is None or _condition(template.get("Conditions", {}), name, params)
+
+
+def _condition(conditions: Mapping[str, Any], name: str, params: Mapping[str, str]) -> bool:
+    def holds(value: Any) -> bool:
+        ((function, argument),) = value.items()
+        if function == "Condition":
+            return _condition(conditions, argument, params)
+        if function == "Fn::Equals":
+            left, right = (_resolve(item, params) for item in argument)
+            return left == right
+        if function == "Fn::Not":
+            return not holds(argument[0])
+        if function == "Fn::And":
+            return all(holds(item) for item in argument)
+        if function == "Fn::Or":
+            return any(holds(item) for item in argument)
+        raise ValueError(f"cannot evaluate condition {name}: {function}")
+
+    return holds(conditions[name])
+
+
 def _resolve_all(value: Any, params: Mapping[str, str]) -> Any:
     """A structure with every intrinsic function inside it resolved (a policy, an alarm)."""
     if isinstance(value, dict):
@@ -229,13 +273,20 @@ def _attributes(
 def deploy(
     clients: Callable[[str], Any], *, stage: str, sender_email: str, ops_email: str = ""
 ) -> list[str]:
-    """Create every resource of the template; returns the logical ids created."""
+    """Create every resource of the template whose condition holds for `stage`; returns the
+    logical ids created."""
     template = load_template()
     params = {"Stage": stage, "SenderEmail": sender_email, "OpsEmail": ops_email}
     direct = {
         logical: resource
         for logical, resource in template["Resources"].items()
         if resource["Type"] in _DIRECT
+    }
+    # moto's CloudFormation weighs the conditions of what it makes; these are made here.
+    skipped = {
+        logical
+        for logical, resource in direct.items()
+        if not condition_holds(template, resource, params)
     }
     cloudformation = clients("cloudformation")
     pseudo = {
@@ -274,13 +325,19 @@ def deploy(
     physical.update(pseudo)
     # In template order, which puts what is referenced (a user pool) before its users.
     for logical, resource in direct.items():
+        if logical in skipped:
+            continue
         created = _DIRECT[resource["Type"]](
             clients, resource.get("Properties", {}), {**physical, **params}
         )
         if created is not None:
             physical[logical] = created
         log.info("created %s (%s) directly", logical, resource["Type"])
-    return list(template["Resources"])
+    return [
+        logical
+        for logical, resource in template["Resources"].items()
+        if condition_holds(template, resource, params)
+    ]
 
 
 def _for_moto(resource: dict[str, Any], params: Mapping[str, str]) -> dict[str, Any]:
