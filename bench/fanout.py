@@ -128,6 +128,9 @@ def _stack(moto: MotoProcess, concurrency: int) -> LocalStack:
         external_aws_url=moto.url,
     )
     stack.start_aws()
+    # As `forewarn run` does: without the webhook keys, emails go out with no unsubscribe
+    # link (and every batch logs so), which is not the path customers get.
+    stack.set_webhook_secrets()
     return stack
 
 

@@ -655,7 +655,9 @@ def _record_all_told(store: Store, broadcast: Broadcast, finished_at: datetime) 
             observability.elapsed("AllToldSeconds", incident.created_at, finished_at)
     except Exception as exc:
         # A metric must never fail the delivery batch or sweep that finished the broadcast.
-        log.warning("%s not recorded: %s", broadcast.broadcast_id, type(exc).__name__)
+        log.warning(
+            "all-told time of %s not recorded: %s", broadcast.broadcast_id, type(exc).__name__
+        )
 
 
 def note_first_notice(store: Store, broadcast: Broadcast, incident: Incident, at: datetime) -> None:

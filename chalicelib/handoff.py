@@ -254,9 +254,9 @@ def _open_incident(
         if aws.error_code(exc) != "ConditionalCheckFailedException":
             raise
     else:
-        # From the issue's first signal to its incident: the part of the lead time before
-        # the incident exists (LeadTimeSeconds, chalicelib/broadcasts.py, runs on to the
-        # first notice).
+        # From the issue's first signal to its incident: the part of the lead time
+        # (LeadTimeSeconds, chalicelib/broadcasts.py: to the first notice) before the
+        # incident exists.
         observability.elapsed("SignalToIncidentSeconds", issue.opened_at, now)
         return created
     found = store.get_incident(incident_id)
