@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import py_compile
 import shutil
 import subprocess
 import sys
@@ -343,6 +342,28 @@ def build_package(stage: str, out: Path) -> Path:
     return out / "deployment.zip"
 
 
+# Compiles the modules named on stdin (JSON) under argv[1], each to `<module>.pyc` beside
+# it; prints the ones that do not compile, with why (JSON).
+_COMPILE = """
+import json, py_compile, sys
+root, task_root = sys.argv[1:3]
+failed = {}
+for name in json.load(sys.stdin):
+    try:
+        py_compile.compile(
+            f"{root}/{name}",
+            cfile=f"{root}/{name}c",
+            dfile=f"{task_root}/{name}",
+            doraise=True,
+            optimize=0,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
+    except py_compile.PyCompileError as exc:
+        failed[name] = " ".join(exc.msg.split()[-20:])
+json.dump(failed, sys.stdout)
+"""
+
+
 def add_bytecode(archive: Path) -> list[str]:
     """Add `__pycache__/<module>.<cache tag>.pyc` beside every `.py` in the zip, compiled by
     this Python (the runtime's: `check_runtime`). Returns the modules that do not compile,
@@ -352,31 +373,33 @@ def add_bytecode(archive: Path) -> list[str]:
     against which a timestamp .pyc could be judged stale and compiled again on every cold
     start, and the file system is read-only, so Python cannot write the result down for the
     next one. Entries are added in name order with the time and permissions of their source,
-    so the same sources still give the same zip, byte for byte, as Chalice makes it (marshal
-    writes set constants in a fixed order since Python 3.11, whatever the hash seed)."""
-    compiled: dict[str, bytes] = {}
-    failed: dict[str, str] = {}
+    so the same sources still give the same zip, byte for byte, as Chalice makes it.
+
+    The compiling is done by a fresh interpreter: marshal marks an object it may refer back
+    to by its reference count, so the same module compiled in a process that has imported
+    things (a test run) can differ by a few bits from one compiled in a new one. Its
+    name, optimisation level and file name are spelled out, and its environment is fixed:
+    PYTHONPYCACHEPREFIX, -O or a hash seed here must not change what Lambda loads."""
     with zipfile.ZipFile(archive) as zipped:
         sources = {info.filename: info for info in zipped.infolist()}
+        modules = sorted(name for name in sources if name.endswith(".py"))
         with tempfile.TemporaryDirectory(prefix="forewarn-bytecode-") as tmp:
-            for name in sorted(name for name in sources if name.endswith(".py")):
-                source = Path(zipped.extract(name, tmp))
-                pyc = Path(tmp) / "module.pyc"
-                try:
-                    # The .pyc's name, optimisation level and file name are spelled out:
-                    # PYTHONPYCACHEPREFIX or -O here must not change what Lambda looks for.
-                    py_compile.compile(
-                        str(source),
-                        cfile=str(pyc),
-                        dfile=f"{LAMBDA_TASK_ROOT}/{name}",
-                        doraise=True,
-                        optimize=0,
-                        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-                    )
-                except py_compile.PyCompileError as exc:
-                    failed[name] = " ".join(exc.msg.split()[-20:])
-                else:
-                    compiled[name] = pyc.read_bytes()
+            for name in modules:
+                zipped.extract(name, tmp)
+            result = subprocess.run(  # noqa: S603 - our own interpreter, fixed script
+                [sys.executable, "-s", "-c", _COMPILE, tmp, LAMBDA_TASK_ROOT],
+                input=json.dumps(modules),
+                capture_output=True,
+                text=True,
+                check=True,
+                env={"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0"},
+            )
+            failed: dict[str, str] = json.loads(result.stdout)
+            compiled = {
+                name: (Path(tmp) / f"{name}c").read_bytes()
+                for name in modules
+                if name not in failed
+            }
     tag = sys.implementation.cache_tag
     with zipfile.ZipFile(archive, "a") as zipped:
         for name, data in compiled.items():
