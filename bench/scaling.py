@@ -797,42 +797,50 @@ class SqsModel:
         return {}
 
 
-class SnsModel:
-    """`publish` to a phone number: at most `mps` message parts in any one second."""
-
-    def __init__(self, clock: VirtualClock, meter: Meter, latency: Latency, mps: float) -> None:
-        self.clock, self.meter, self.latency = clock, meter, latency
-        self.windows = TokenWindows(mps)
-        self.sent: list[float] = []
-
-    def publish(self, *, Message: str, **_: Any) -> dict[str, str]:
-        from chalicelib.notices import sms_segments
-
-        self.clock.advance(self.latency.sdk)
-        parts = sms_segments(Message).segments
-        allowed = self.windows.take(self.clock.now, parts)
-        if allowed:
-            self.meter.count("sns.Publish", len(Message.encode()))
-            if self.meter.on:
-                self.meter.sms_parts += parts
-                self.meter.sms_messages += 1
-            self.sent.append(self.clock.now)
-        else:
-            self.meter.throttled["sns.Publish"] += 1
-        self.clock.drop_cpu()
-        self.clock.advance(self.latency.publish)
-        if not allowed:
-            raise _client_error("Throttling", "Rate exceeded", "Publish")
-        return {"MessageId": f"sms-{len(self.sent)}"}
-
-
-class SesModel:
-    """`send_raw_email`: at most `rate` emails in any one second."""
+class _SenderModel:
+    """A sending API held to `rate` units in any one second (fixed one-second windows, as SNS
+    and SES meter them); a refused call raises the service's throttling error."""
 
     def __init__(self, clock: VirtualClock, meter: Meter, latency: Latency, rate: float) -> None:
         self.clock, self.meter, self.latency = clock, meter, latency
         self.windows = TokenWindows(rate)
         self.sent: list[float] = []
+
+    def _send(self, operation: str, units: float, size: int, seconds: float, refusal: str) -> int:
+        """One call of `size` bytes taking `units` of the second's quota and `seconds` of
+        latency; how many calls have gone through."""
+        self.clock.advance(self.latency.sdk)
+        allowed = self.windows.take(self.clock.now, units)
+        if allowed:
+            self.meter.count(operation, size)
+            self.sent.append(self.clock.now)
+        else:
+            self.meter.throttled[operation] += 1
+        self.clock.drop_cpu()
+        self.clock.advance(seconds)
+        if not allowed:
+            raise _client_error("Throttling", refusal, operation.split(".", 1)[1])
+        return len(self.sent)
+
+
+class SnsModel(_SenderModel):
+    """`publish` to a phone number: at most `rate` message parts in any one second."""
+
+    def publish(self, *, Message: str, **_: Any) -> dict[str, str]:
+        from chalicelib.notices import sms_segments
+
+        parts = sms_segments(Message).segments
+        sent = self._send(
+            "sns.Publish", parts, len(Message.encode()), self.latency.publish, "Rate exceeded"
+        )
+        if self.meter.on:
+            self.meter.sms_parts += parts
+            self.meter.sms_messages += 1
+        return {"MessageId": f"sms-{sent}"}
+
+
+class SesModel(_SenderModel):
+    """`send_raw_email`: at most `rate` emails in any one second."""
 
     def send_raw_email(
         self,
@@ -841,20 +849,16 @@ class SesModel:
         RawMessage: dict[str, bytes],
         **_: Any,
     ) -> dict[str, str]:
-        self.clock.advance(self.latency.sdk)
-        allowed = self.windows.take(self.clock.now, len(Destinations))
-        if allowed:
-            self.meter.count("ses.SendRawEmail", len(RawMessage["Data"]))
-            if self.meter.on:
-                self.meter.emails += 1
-            self.sent.append(self.clock.now)
-        else:
-            self.meter.throttled["ses.SendRawEmail"] += 1
-        self.clock.drop_cpu()
-        self.clock.advance(self.latency.send_raw_email)
-        if not allowed:
-            raise _client_error("Throttling", "Maximum sending rate exceeded.", "SendRawEmail")
-        return {"MessageId": f"email-{len(self.sent)}"}
+        sent = self._send(
+            "ses.SendRawEmail",
+            len(Destinations),
+            len(RawMessage["Data"]),
+            self.latency.send_raw_email,
+            "Maximum sending rate exceeded.",
+        )
+        if self.meter.on:
+            self.meter.emails += 1
+        return {"MessageId": f"email-{sent}"}
 
 
 class _VirtualTimeModule:
